@@ -1,0 +1,246 @@
+//! [`UsageEvent`]: one element of the six `/billing/*` feeds, and the body of an approval call.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
+
+use crate::datetime::WapDateTime;
+use crate::method::EventMethod;
+use crate::states::NotificationState;
+use crate::wire::{name_matches, Extra};
+
+/// One event of a `/billing/*` feed (usage-service.md §3.2), generic over its entity type.
+///
+/// Besides the typed [`entity`](UsageEvent::entity) the event keeps the entity's JSON text exactly as it arrived
+/// ([`UsageEvent::raw_entity`]), because the `planAddons` and `planServices` shapes are undocumented guesses and a
+/// consumer must be able to look at what WAP really sent.
+#[derive(Clone)]
+pub struct UsageEvent<T> {
+    /// `EventId`: the event sequence number, the cursor of the feed.
+    pub event_id: i64,
+    /// `State`: where the event stands in approval; pull feeds apply only committed events.
+    pub state: NotificationState,
+    /// `Method`: Post, Put, Patch, Delete or a kept unknown verb.
+    pub method: EventMethod,
+    /// `Entity`: the typed entity. In a Patch only changed members are `Some`.
+    pub entity: T,
+    /// `EntityParentId`: the parent (plan for plan links, subscription for subscription add-ons).
+    pub entity_parent_id: Option<String>,
+    /// `NotificationEventTimeCreated`: when WAP recorded the event.
+    pub notification_event_time_created: Option<WapDateTime>,
+    /// Unknown envelope members (e.g. `CorrelationId`), kept and written back.
+    pub extra: Extra,
+    raw_entity: Box<RawValue>,
+}
+
+impl<T: serde::Serialize> UsageEvent<T> {
+    /// A new event; its raw entity JSON is the serialized `entity`.
+    pub fn new(event_id: i64, state: NotificationState, method: EventMethod, entity: T) -> Self {
+        let raw_entity = serde_json::value::to_raw_value(&entity)
+            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"));
+        UsageEvent {
+            event_id,
+            state,
+            method,
+            entity,
+            entity_parent_id: None,
+            notification_event_time_created: None,
+            extra: Extra::new(),
+            raw_entity,
+        }
+    }
+
+    /// Sets `EntityParentId`.
+    pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
+        self.entity_parent_id = Some(parent.into());
+        self
+    }
+
+    /// Sets `NotificationEventTimeCreated`.
+    pub fn with_time_created(mut self, time: WapDateTime) -> Self {
+        self.notification_event_time_created = Some(time);
+        self
+    }
+
+    /// Replaces the entity (and its raw JSON).
+    pub fn set_entity(&mut self, entity: T) {
+        if let Ok(raw) = serde_json::value::to_raw_value(&entity) {
+            self.raw_entity = raw;
+        }
+        self.entity = entity;
+    }
+}
+
+impl<T> UsageEvent<T> {
+    /// The entity's JSON text as received (or as serialized, for events built in code).
+    pub fn raw_entity(&self) -> &RawValue {
+        &self.raw_entity
+    }
+
+    /// The same event with its entity mapped (the raw JSON is kept).
+    pub fn map_entity<U>(self, f: impl FnOnce(T) -> U) -> UsageEvent<U> {
+        UsageEvent {
+            event_id: self.event_id,
+            state: self.state,
+            method: self.method,
+            entity: f(self.entity),
+            entity_parent_id: self.entity_parent_id,
+            notification_event_time_created: self.notification_event_time_created,
+            extra: self.extra,
+            raw_entity: self.raw_entity,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for UsageEvent<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageEvent")
+            .field("event_id", &self.event_id)
+            .field("state", &self.state)
+            .field("method", &self.method)
+            .field("entity", &self.entity)
+            .field("entity_parent_id", &self.entity_parent_id)
+            .field("notification_event_time_created", &self.notification_event_time_created)
+            .field("extra", &self.extra)
+            .finish()
+    }
+}
+
+impl<T: PartialEq> PartialEq for UsageEvent<T> {
+    /// Compares the typed members (the raw entity text is not compared).
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id == other.event_id
+            && self.state == other.state
+            && self.method == other.method
+            && self.entity == other.entity
+            && self.entity_parent_id == other.entity_parent_id
+            && self.notification_event_time_created == other.notification_event_time_created
+            && self.extra == other.extra
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for UsageEvent<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(6 + self.extra.len()))?;
+        m.serialize_entry("EventId", &self.event_id)?;
+        m.serialize_entry("State", &self.state)?;
+        m.serialize_entry("Method", &self.method)?;
+        m.serialize_entry("Entity", &self.entity)?;
+        m.serialize_entry("EntityParentId", &self.entity_parent_id)?;
+        m.serialize_entry("NotificationEventTimeCreated", &self.notification_event_time_created)?;
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+enum EnvelopeField {
+    EventId,
+    State,
+    Method,
+    Entity,
+    EntityParentId,
+    TimeCreated,
+    Other(String),
+}
+
+impl EnvelopeField {
+    fn from_key(k: &str) -> Self {
+        if name_matches(k, "EventId") {
+            EnvelopeField::EventId
+        } else if name_matches(k, "State") {
+            EnvelopeField::State
+        } else if name_matches(k, "Method") {
+            EnvelopeField::Method
+        } else if name_matches(k, "Entity") {
+            EnvelopeField::Entity
+        } else if name_matches(k, "EntityParentId") {
+            EnvelopeField::EntityParentId
+        } else if name_matches(k, "NotificationEventTimeCreated") {
+            EnvelopeField::TimeCreated
+        } else {
+            EnvelopeField::Other(k.to_owned())
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EnvelopeField {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = EnvelopeField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvelopeField, E> {
+                Ok(EnvelopeField::from_key(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for UsageEvent<T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: DeserializeOwned> Visitor<'de> for V<T> {
+            type Value = UsageEvent<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object (UsageEvent)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageEvent<T>, A::Error> {
+                let mut event_id = None;
+                let mut state = None;
+                let mut method = None;
+                let mut entity: Option<Option<Box<RawValue>>> = None;
+                let mut parent = None;
+                let mut created = None;
+                let mut extra = Extra::new();
+                while let Some(key) = map.next_key::<EnvelopeField>()? {
+                    match key {
+                        EnvelopeField::EventId => event_id = Some(map.next_value::<i64>()?),
+                        EnvelopeField::State => state = Some(map.next_value::<NotificationState>()?),
+                        EnvelopeField::Method => method = Some(map.next_value::<EventMethod>()?),
+                        EnvelopeField::Entity => entity = Some(map.next_value::<Option<Box<RawValue>>>()?),
+                        EnvelopeField::EntityParentId => parent = Some(map.next_value::<Option<String>>()?),
+                        EnvelopeField::TimeCreated => created = Some(map.next_value::<Option<WapDateTime>>()?),
+                        EnvelopeField::Other(k) => {
+                            extra.insert(k, map.next_value::<serde_json::Value>()?);
+                        }
+                    }
+                }
+                let event_id = event_id.ok_or_else(|| de::Error::missing_field("EventId"))?;
+                let state = state.ok_or_else(|| de::Error::missing_field("State"))?;
+                let method = method.ok_or_else(|| de::Error::missing_field("Method"))?;
+                let raw_entity = match entity {
+                    Some(Some(raw)) if raw.get() != "null" => raw,
+                    Some(_) => return Err(de::Error::custom("`Entity` is null")),
+                    None => return Err(de::Error::missing_field("Entity")),
+                };
+                let mut de = serde_json::Deserializer::from_str(raw_entity.get());
+                let entity: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let path = e.path().to_string();
+                    if path == "." {
+                        de::Error::custom(format_args!("Entity: {}", e.into_inner()))
+                    } else {
+                        de::Error::custom(format_args!("Entity.{}: {}", path, e.into_inner()))
+                    }
+                })?;
+                Ok(UsageEvent {
+                    event_id,
+                    state,
+                    method,
+                    entity,
+                    entity_parent_id: parent.flatten(),
+                    notification_event_time_created: created.flatten(),
+                    extra,
+                    raw_entity,
+                })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}

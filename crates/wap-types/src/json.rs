@@ -1,0 +1,61 @@
+//! Parsing helpers whose errors name the JSON path of the bad member.
+
+use serde::de::DeserializeOwned;
+
+/// A payload that is not the expected JSON. The message names the path of the bad member (`[3].Entity.State`).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JSON at {path}: {message}")]
+#[non_exhaustive]
+pub struct JsonError {
+    /// The JSON path of the bad member (`.` for the top level).
+    pub path: String,
+    /// What was wrong.
+    pub message: String,
+    /// Line of the error in the input (1-based; 0 when unknown).
+    pub line: usize,
+    /// Column of the error in the input (1-based; 0 when unknown).
+    pub column: usize,
+    /// Whether the input ended too early (a truncated body rather than a wrong one).
+    pub is_eof: bool,
+}
+
+/// Strips a UTF-8 byte order mark.
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+/// Parses JSON bytes into `T`; a BOM is tolerated; errors name the path of the bad member.
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+    let mut de = serde_json::Deserializer::from_slice(strip_bom(bytes));
+    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    de.end().map_err(|e| path_error_plain(".", e))?;
+    Ok(value)
+}
+
+/// Parses a page (a bare JSON array). An empty or whitespace-only body is an empty page (`200`/`204` with no body).
+pub fn page_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, JsonError> {
+    let body = strip_bom(bytes);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first != Some(b'[') {
+        return Err(JsonError {
+            path: ".".into(),
+            message: "expected a JSON array (a page)".into(),
+            line: 1,
+            column: 1,
+            is_eof: false,
+        });
+    }
+    from_slice(body)
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> JsonError {
+    let path = e.path().to_string();
+    path_error_plain(&path, e.into_inner())
+}
+
+fn path_error_plain(path: &str, e: serde_json::Error) -> JsonError {
+    JsonError { path: path.to_owned(), message: e.to_string(), line: e.line(), column: e.column(), is_eof: e.is_eof() }
+}
