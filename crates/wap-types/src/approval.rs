@@ -13,7 +13,7 @@ use crate::subscription::AdminSubscription;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApprovalEntity {
     /// A subscription (operations A, B, E).
-    Subscription(AdminSubscription),
+    Subscription(Box<AdminSubscription>),
     /// A subscription add-on (operations C, D); the subscription is the event's `EntityParentId`.
     AddOn(PlanAddonReference),
 }
@@ -37,7 +37,9 @@ impl<'de> serde::Deserialize<'de> for ApprovalEntity {
         if is_add_on {
             PlanAddonReference::deserialize(value).map(ApprovalEntity::AddOn).map_err(D::Error::custom)
         } else {
-            AdminSubscription::deserialize(value).map(ApprovalEntity::Subscription).map_err(D::Error::custom)
+            AdminSubscription::deserialize(value)
+                .map(|s| ApprovalEntity::Subscription(Box::new(s)))
+                .map_err(D::Error::custom)
         }
     }
 }

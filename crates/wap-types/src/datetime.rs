@@ -225,7 +225,11 @@ fn parse(text: &str) -> Result<WapDateTime, &'static str> {
         OffsetForm::Minutes(m) => i64::from(m),
         _ => 0,
     };
-    let utc = Utc.from_utc_datetime(&(local - Duration::minutes(minutes)));
+    let utc = if minutes == 0 {
+        Utc.from_utc_datetime(&local)
+    } else {
+        Utc.from_utc_datetime(&(local - Duration::minutes(minutes)))
+    };
     Ok(WapDateTime { utc, form: TextForm { fraction_digits, offset } })
 }
 

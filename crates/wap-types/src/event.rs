@@ -1,9 +1,11 @@
 //! [`UsageEvent`]: one element of the six `/billing/*` feeds, and the body of an approval call.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::ser::SerializeMap;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::datetime::WapDateTime;
@@ -183,6 +185,38 @@ impl<'de> serde::Deserialize<'de> for EnvelopeField {
     }
 }
 
+/// Reads `Entity`: keeps its raw text and parses the typed entity from it, inside the member so that an error's
+/// path names `Entity` and the nested member.
+struct EntitySeed<T>(PhantomData<T>);
+
+/// Prefix of an error message that carries the path inside a nested document; [`crate::json`] joins it to the
+/// outer path.
+pub(crate) const NESTED_PATH_PREFIX: &str = "nested path `";
+
+impl<'de, T: DeserializeOwned> de::DeserializeSeed<'de> for EntitySeed<T> {
+    type Value = (T, Box<RawValue>);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let raw = match Option::<Box<RawValue>>::deserialize(d)? {
+            Some(raw) if raw.get() != "null" => raw,
+            _ => return Err(de::Error::custom("`Entity` is null")),
+        };
+        if let Ok(entity) = serde_json::from_str::<T>(raw.get()) {
+            return Ok((entity, raw));
+        }
+        // Failed: parse again with path tracking to name the bad member.
+        let mut inner = serde_json::Deserializer::from_str(raw.get());
+        let entity: T = serde_path_to_error::deserialize(&mut inner).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                de::Error::custom(e.into_inner())
+            } else {
+                de::Error::custom(format_args!("{NESTED_PATH_PREFIX}{path}`: {}", e.into_inner()))
+            }
+        })?;
+        Ok((entity, raw))
+    }
+}
+
 impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for UsageEvent<T> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(std::marker::PhantomData<T>);
@@ -195,7 +229,7 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for UsageEvent<T> {
                 let mut event_id = None;
                 let mut state = None;
                 let mut method = None;
-                let mut entity: Option<Option<Box<RawValue>>> = None;
+                let mut entity: Option<(T, Box<RawValue>)> = None;
                 let mut parent = None;
                 let mut created = None;
                 let mut extra = Extra::new();
@@ -204,7 +238,7 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for UsageEvent<T> {
                         EnvelopeField::EventId => event_id = Some(map.next_value::<i64>()?),
                         EnvelopeField::State => state = Some(map.next_value::<NotificationState>()?),
                         EnvelopeField::Method => method = Some(map.next_value::<EventMethod>()?),
-                        EnvelopeField::Entity => entity = Some(map.next_value::<Option<Box<RawValue>>>()?),
+                        EnvelopeField::Entity => entity = Some(map.next_value_seed(EntitySeed(PhantomData))?),
                         EnvelopeField::EntityParentId => parent = Some(map.next_value::<Option<String>>()?),
                         EnvelopeField::TimeCreated => created = Some(map.next_value::<Option<WapDateTime>>()?),
                         EnvelopeField::Other(k) => {
@@ -215,20 +249,10 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for UsageEvent<T> {
                 let event_id = event_id.ok_or_else(|| de::Error::missing_field("EventId"))?;
                 let state = state.ok_or_else(|| de::Error::missing_field("State"))?;
                 let method = method.ok_or_else(|| de::Error::missing_field("Method"))?;
-                let raw_entity = match entity {
-                    Some(Some(raw)) if raw.get() != "null" => raw,
-                    Some(_) => return Err(de::Error::custom("`Entity` is null")),
+                let (entity, raw_entity) = match entity {
+                    Some(parsed) => parsed,
                     None => return Err(de::Error::missing_field("Entity")),
                 };
-                let mut de = serde_json::Deserializer::from_str(raw_entity.get());
-                let entity: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                    let path = e.path().to_string();
-                    if path == "." {
-                        de::Error::custom(format_args!("Entity: {}", e.into_inner()))
-                    } else {
-                        de::Error::custom(format_args!("Entity.{}: {}", path, e.into_inner()))
-                    }
-                })?;
                 Ok(UsageEvent {
                     event_id,
                     state,

@@ -25,11 +25,27 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
 }
 
 /// Parses JSON bytes into `T`; a BOM is tolerated; errors name the path of the bad member.
+///
+/// The fast path parses without tracking paths; only a failed parse is repeated with path tracking to name the
+/// bad member, so valid input pays nothing for good error messages.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
-    let mut de = serde_json::Deserializer::from_slice(strip_bom(bytes));
-    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-    de.end().map_err(|e| path_error_plain(".", e))?;
-    Ok(value)
+    let bytes = strip_bom(bytes);
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(fast_error) => Err(explain::<T>(bytes, fast_error)),
+    }
+}
+
+/// Re-parses failed input with path tracking to name the bad member.
+fn explain<T: DeserializeOwned>(bytes: &[u8], fast_error: serde_json::Error) -> JsonError {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => path_error(e),
+        Ok(_) => match de.end() {
+            Err(e) => path_error_plain(".", e),
+            Ok(()) => path_error_plain(".", fast_error),
+        },
+    }
 }
 
 /// Parses a page (a bare JSON array). An empty or whitespace-only body is an empty page (`200`/`204` with no body).
@@ -57,5 +73,14 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> JsonError {
 }
 
 fn path_error_plain(path: &str, e: serde_json::Error) -> JsonError {
-    JsonError { path: path.to_owned(), message: e.to_string(), line: e.line(), column: e.column(), is_eof: e.is_eof() }
+    let mut path = path.to_owned();
+    let mut message = e.to_string();
+    // A nested document (an event's `Entity`) reports its own path inside the message: join the two.
+    if let Some(rest) = message.strip_prefix(crate::event::NESTED_PATH_PREFIX) {
+        if let Some((inner, msg)) = rest.split_once("`: ") {
+            path = if path == "." { inner.to_owned() } else { format!("{path}.{inner}") };
+            message = msg.to_owned();
+        }
+    }
+    JsonError { path, message, line: e.line(), column: e.column(), is_eof: e.is_eof() }
 }

@@ -17,19 +17,15 @@ use crate::wire::{wire_int_enum, wire_object};
 
 wire_int_enum! {
     /// `Subscription.State` on a resource provider (the **RP** numbering).
+    #[derive(Default)]
     pub enum RpSubscriptionState {
         /// 0: active.
+        #[default]
         Active = 0,
         /// 1: suspended.
         Suspended = 1,
         /// 2: being deleted.
         DeletePending = 2,
-    }
-}
-
-impl Default for RpSubscriptionState {
-    fn default() -> Self {
-        RpSubscriptionState::Active
     }
 }
 
@@ -52,20 +48,16 @@ wire_int_enum! {
 }
 
 wire_int_enum! {
-    /// `AuthenticationMode` of a registered endpoint.
+    /// `AuthenticationMode` of a registered endpoint (default Basic, as the spec requires of resource providers).
+    #[derive(Default)]
     pub enum AuthenticationMode {
         /// 0: none.
         None = 0,
         /// 1: HTTP Basic.
+        #[default]
         Basic = 1,
         /// 2: Windows.
         Windows = 2,
-    }
-}
-
-impl Default for AuthenticationMode {
-    fn default() -> Self {
-        AuthenticationMode::Basic
     }
 }
 

@@ -4,8 +4,10 @@ use crate::wire::wire_int_enum;
 
 wire_int_enum! {
     /// `UsageEvent.State`: where an event stands in WAP's approval.
+    #[derive(Default)]
     pub enum NotificationState {
         /// 0: committed by WAP (the only value seen on pull feeds).
+        #[default]
         Acknowledged = 0,
         /// 1: rejected by a subscriber.
         Rejected = 1,
@@ -38,12 +40,6 @@ impl NotificationState {
             NotificationState::PendingApproval => PullAction::Hold,
             NotificationState::Unknown(_) => PullAction::Error,
         }
-    }
-}
-
-impl Default for NotificationState {
-    fn default() -> Self {
-        NotificationState::Acknowledged
     }
 }
 
