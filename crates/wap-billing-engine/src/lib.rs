@@ -1,1 +1,32 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod backoff;
+mod clock;
+pub mod config;
+pub mod handler;
+pub mod identity;
+pub mod lease;
+mod memory_source;
+pub mod operator;
+pub mod processor;
+pub mod source;
+pub mod status;
+pub mod store;
+
+pub use config::{ConfigError, ElectionMode, EngineConfig, EngineConfigBuilder};
+pub use handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler};
+pub use identity::{IdentityMap, StoreIdentityMap};
+pub use lease::{LeaderElector, Leadership};
+pub use memory_source::{FetchRequest, MemorySource};
+pub use operator::Operator;
+pub use processor::{EventProcessor, ProcessorHandle, UsageProcessor};
+pub use source::{FeedItem, FeedSource, MalformedItem, SourceError, SourceErrorKind};
+pub use status::{FeedStatus, HeldEvent, Phase, ProcessorStatus, WaitingEvent};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{
+    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, IdentityKind,
+    IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+};

@@ -1,0 +1,339 @@
+//! The billing-system side: the traits a system-specific part implements (adapter-engine.md §2, §4).
+//!
+//! # Why handlers must be idempotent
+//!
+//! The engine commits its cursor only **after** a handler returned `Ok`, in its own database transaction. Between
+//! the billing system's commit (inside the handler) and that transaction there is always a gap: a crash, a lost
+//! lease or a failing state database in that gap means the engine never recorded the event, so it delivers it
+//! **again** after the restart or on the next leader. Failed attempts are also retried: a handler may be called up
+//! to `RetryMaxAttempts` (5) times for one event, plus any number of `DependencyNotReady` answers, plus once more
+//! after each crash. A handler must therefore make a repeated call harmless:
+//!
+//! * key the billing-side change on the [`IdempotencyKey`] (`(feed, EventId)`) or on the WAP id of the entity, and
+//!   check the billing system's current state before changing it (e.g. "subscription already exists" = done);
+//! * finish or clean up half-done work from an earlier attempt;
+//! * for usage, store each record under its `(usage, EventId)` key: a batch may come again with **different
+//!   boundaries** (pages are re-fetched), so deduplicate per record, not per batch.
+//!
+//! What the engine guarantees in return: an event it has committed is never delivered again; events of one feed
+//! arrive one at a time in ascending `EventId`; Rejected events (NotificationState 1) never arrive; a handler call
+//! is dropped (cancelled at its next `.await`) the moment the instance loses its lease.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use wap_types::{
+    AdminSubscription, EventMethod, FeedKind, NotificationState, Plan, PlanAddon, PlanAddonReference,
+    ResourceProviderReference, UsageRecord, WapDateTime,
+};
+
+use crate::identity::IdentityMap;
+
+/// The idempotency key of an event: its feed and `EventId` (ids are unique within a feed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey {
+    /// The feed.
+    pub feed: FeedKind,
+    /// The `EventId`.
+    pub event_id: i64,
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.feed, self.event_id)
+    }
+}
+
+/// What happened to an entity, with the entity as received.
+///
+/// `Patched` carries a **partial** entity: a member that is `None` (missing or `null` on the wire) is unchanged,
+/// not cleared (usage-service.md §4). The engine does not merge a Patch into earlier state. An unrecognised
+/// `Method` arrives as `Updated` (its text is in [`EventContext::method`]); a `Post` for a WAP id that the
+/// [`IdentityMap`] already maps arrives as `Updated` too (adapter-engine.md §8).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EntityChange<'a, T> {
+    /// `Post`: created (for links: linked; for subscription add-ons: bought).
+    Created(&'a T),
+    /// `Put` or an unknown method: the full entity after the change.
+    Updated(&'a T),
+    /// `Patch`: only the changed members are `Some`.
+    Patched(&'a T),
+    /// `Delete`: removed.
+    Deleted(&'a T),
+}
+
+impl<'a, T> EntityChange<'a, T> {
+    /// The entity.
+    pub fn entity(&self) -> &'a T {
+        match *self {
+            EntityChange::Created(e)
+            | EntityChange::Updated(e)
+            | EntityChange::Patched(e)
+            | EntityChange::Deleted(e) => e,
+        }
+    }
+
+    /// `created`, `updated`, `patched` or `deleted`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            EntityChange::Created(_) => "created",
+            EntityChange::Updated(_) => "updated",
+            EntityChange::Patched(_) => "patched",
+            EntityChange::Deleted(_) => "deleted",
+        }
+    }
+}
+
+/// Everything about an event besides its entity.
+#[derive(Clone)]
+pub struct EventContext<'a> {
+    /// `(feed, EventId)`: the idempotency key.
+    pub key: IdempotencyKey,
+    /// The wire `Method` as parsed.
+    pub method: &'a EventMethod,
+    /// The `NotificationState` (0 Acknowledged or 3 Approved: only these are applied).
+    pub state: NotificationState,
+    /// `EntityParentId`: the plan of a plan link, the subscription of a subscription add-on.
+    pub entity_parent_id: Option<&'a str>,
+    /// `NotificationEventTimeCreated`.
+    pub time_created: Option<&'a WapDateTime>,
+    /// The entity's JSON exactly as received (the `planAddons`/`planServices` shapes are guesses: look here).
+    pub raw_entity: &'a RawValue,
+    /// Which call this is for the event in this run: 1, 2, … (`DependencyNotReady` answers count too).
+    pub attempt: u32,
+    /// The billing id the identity map holds for the entity's WAP id (plans, add-ons, subscriptions, add-on
+    /// instances), when an identity map is configured.
+    pub billing_id: Option<String>,
+    /// The identity map, when configured (to map users, parents, or to record a new mapping after a create).
+    pub identity: Option<Arc<dyn IdentityMap>>,
+}
+
+impl fmt::Debug for EventContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventContext")
+            .field("key", &self.key)
+            .field("method", &self.method)
+            .field("state", &self.state)
+            .field("entity_parent_id", &self.entity_parent_id)
+            .field("attempt", &self.attempt)
+            .field("billing_id", &self.billing_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed handler call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// Something the change needs is not in the billing system yet (e.g. usage for a subscription not yet synced,
+    /// an add-on bought in a subscription still pending approval). Retried every `RetrySleepMilliseconds` without
+    /// spending attempts until `DependencyWaitMaxSeconds` have passed since the first such answer for the event;
+    /// after that each one spends an attempt. The event processor moves on to later feeds meanwhile and drains the
+    /// earlier ones again before retrying.
+    #[error("dependency not ready: {reason}")]
+    DependencyNotReady {
+        /// What is missing.
+        reason: String,
+    },
+    /// The billing system refused or failed. Spends one of `RetryMaxAttempts` attempts; then the processor halts.
+    #[error("{message}")]
+    Failed {
+        /// What failed (no credentials).
+        message: String,
+        /// For a usage batch: the `EventId` of the record that failed. The engine then applies the records before
+        /// it as their own batch and retries the failing record alone, so a halt (and an operator `skip`) names
+        /// that one record.
+        record_event_id: Option<i64>,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+}
+
+impl HandlerError {
+    /// A [`HandlerError::DependencyNotReady`].
+    pub fn dependency_not_ready(reason: impl Into<String>) -> Self {
+        HandlerError::DependencyNotReady { reason: reason.into() }
+    }
+
+    /// A [`HandlerError::Failed`] with a message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        HandlerError::Failed { message: message.into(), record_event_id: None, source: None }
+    }
+
+    /// A [`HandlerError::Failed`] wrapping an error.
+    pub fn from_error(error: impl StdError + Send + Sync + 'static) -> Self {
+        HandlerError::Failed { message: error.to_string(), record_event_id: None, source: Some(Box::new(error)) }
+    }
+
+    /// Names the usage record that failed (see [`HandlerError::Failed::record_event_id`]). No effect on
+    /// `DependencyNotReady`.
+    pub fn for_record(mut self, event_id: i64) -> Self {
+        if let HandlerError::Failed { record_event_id, .. } = &mut self {
+            *record_event_id = Some(event_id);
+        }
+        self
+    }
+
+    /// Whether this is `DependencyNotReady`.
+    pub fn is_dependency_not_ready(&self) -> bool {
+        matches!(self, HandlerError::DependencyNotReady { .. })
+    }
+
+    /// The failing usage record named by [`HandlerError::for_record`].
+    pub fn record_event_id(&self) -> Option<i64> {
+        match self {
+            HandlerError::Failed { record_event_id, .. } => *record_event_id,
+            HandlerError::DependencyNotReady { .. } => None,
+        }
+    }
+}
+
+/// Applies plan, add-on and subscription events to the billing system: one typed method per entity, receiving
+/// the [`EntityChange`] (created / updated / patched / deleted) and the [`EventContext`].
+///
+/// Every method defaults to accepting and ignoring the change (logged at debug level), so a billing system
+/// implements only the entities it keeps; a method it does implement sees every kind of change through an
+/// exhaustive `match`. Implementations must be idempotent (see the [module docs](self)).
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// `/billing/plans`: plan created, updated (including made Public or Decommissioned), patched, deleted.
+    async fn plan(&self, ctx: &EventContext<'_>, change: EntityChange<'_, Plan>) -> Result<(), HandlerError> {
+        ignored(ctx, change.verb());
+        Ok(())
+    }
+
+    /// `/billing/addons`: add-on created, updated, patched, deleted.
+    async fn addon(&self, ctx: &EventContext<'_>, change: EntityChange<'_, PlanAddon>) -> Result<(), HandlerError> {
+        ignored(ctx, change.verb());
+        Ok(())
+    }
+
+    /// `/billing/planAddons`: add-on linked to a plan (`Created`), link updated, unlinked (`Deleted`). The plan is
+    /// [`EventContext::entity_parent_id`].
+    async fn plan_addon(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, PlanAddonReference>,
+    ) -> Result<(), HandlerError> {
+        ignored(ctx, change.verb());
+        Ok(())
+    }
+
+    /// `/billing/planServices`: service (resource provider) added to a plan, link updated, removed. The plan is
+    /// [`EventContext::entity_parent_id`].
+    async fn plan_service(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, ResourceProviderReference>,
+    ) -> Result<(), HandlerError> {
+        ignored(ctx, change.verb());
+        Ok(())
+    }
+
+    /// `/billing/subscriptions`: subscription created, updated (admin `State` 1 Active / 2 Suspended drive
+    /// activate / suspend), patched, deleted.
+    async fn subscription(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, AdminSubscription>,
+    ) -> Result<(), HandlerError> {
+        ignored(ctx, change.verb());
+        Ok(())
+    }
+
+    /// `/billing/subscriptionAddons`: add-on bought by a subscription, instance updated, removed. The subscription
+    /// is [`EventContext::entity_parent_id`].
+    async fn subscription_addon(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, PlanAddonReference>,
+    ) -> Result<(), HandlerError> {
+        ignored(ctx, change.verb());
+        Ok(())
+    }
+}
+
+fn ignored(ctx: &EventContext<'_>, verb: &str) {
+    tracing::debug!(feed = %ctx.key.feed, event_id = ctx.key.event_id, verb, "event not handled by the billing side; accepted");
+}
+
+/// A batch of usage records, ascending by `EventId`, none of them committed before.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageBatch<'a> {
+    /// The records.
+    pub records: &'a [UsageRecord],
+    /// Which call this is for the batch's first record in this run: 1, 2, …
+    pub attempt: u32,
+}
+
+impl UsageBatch<'_> {
+    /// The first record's `EventId`.
+    pub fn first_event_id(&self) -> i64 {
+        self.records.first().map_or(0, |r| r.event_id)
+    }
+
+    /// The last record's `EventId`.
+    pub fn last_event_id(&self) -> i64 {
+        self.records.last().map_or(0, |r| r.event_id)
+    }
+}
+
+/// Applies usage records to the billing system.
+///
+/// The engine hands over batches (the uncommitted records of one page, or less); on `Ok` it commits the batch's id
+/// range and the cursor in one transaction. The handler must store records idempotently **per record**
+/// (`(usage, EventId)`), see the [module docs](self).
+#[async_trait]
+pub trait UsageHandler: Send + Sync + 'static {
+    /// Applies a batch. On failure, name the failing record with [`HandlerError::for_record`] when known.
+    async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError>;
+}
+
+#[async_trait]
+impl<T: EventHandler + ?Sized> EventHandler for Arc<T> {
+    async fn plan(&self, ctx: &EventContext<'_>, change: EntityChange<'_, Plan>) -> Result<(), HandlerError> {
+        (**self).plan(ctx, change).await
+    }
+    async fn addon(&self, ctx: &EventContext<'_>, change: EntityChange<'_, PlanAddon>) -> Result<(), HandlerError> {
+        (**self).addon(ctx, change).await
+    }
+    async fn plan_addon(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, PlanAddonReference>,
+    ) -> Result<(), HandlerError> {
+        (**self).plan_addon(ctx, change).await
+    }
+    async fn plan_service(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, ResourceProviderReference>,
+    ) -> Result<(), HandlerError> {
+        (**self).plan_service(ctx, change).await
+    }
+    async fn subscription(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, AdminSubscription>,
+    ) -> Result<(), HandlerError> {
+        (**self).subscription(ctx, change).await
+    }
+    async fn subscription_addon(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, PlanAddonReference>,
+    ) -> Result<(), HandlerError> {
+        (**self).subscription_addon(ctx, change).await
+    }
+}
+
+#[async_trait]
+impl<T: UsageHandler + ?Sized> UsageHandler for Arc<T> {
+    async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
+        (**self).apply_usage(batch).await
+    }
+}

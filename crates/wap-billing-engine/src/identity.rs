@@ -1,0 +1,71 @@
+//! The optional identity map: WAP id ↔ billing-system id (adapter-engine.md §8).
+//!
+//! Unnecessary when the billing system can store WAP ids itself. When one is configured on the
+//! [`EventProcessor`](crate::EventProcessor), the engine looks up the entity's WAP id for every event of plans,
+//! add-ons, subscriptions and subscription add-ons (by `AddOnInstanceId`), hands the billing id to the handler in
+//! [`EventContext::billing_id`](crate::EventContext::billing_id), and delivers a `Post` for an already-mapped id as
+//! an update (the low-frequency workflow, where an operator created the product and the mapping by hand). WAP ids
+//! are matched ignoring ASCII case (WAP writes GUIDs in both cases).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::store::{IdentityKind, IdentityMapping, StateStore, StoreError};
+
+/// A WAP id ↔ billing id map that operators can edit.
+#[async_trait]
+pub trait IdentityMap: Send + Sync + fmt::Debug + 'static {
+    /// The billing id mapped to a WAP id.
+    async fn billing_id(&self, kind: IdentityKind, wap_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// The WAP id mapped to a billing id.
+    async fn wap_id(&self, kind: IdentityKind, billing_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets or changes a mapping (`actor`: who, for the audit log).
+    async fn set(&self, kind: IdentityKind, wap_id: &str, billing_id: &str, actor: &str) -> Result<(), StoreError>;
+
+    /// Deletes a mapping; whether it existed.
+    async fn remove(&self, kind: IdentityKind, wap_id: &str, actor: &str) -> Result<bool, StoreError>;
+
+    /// All mappings of a kind.
+    async fn list(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError>;
+}
+
+/// The identity map kept in the engine's [`StateStore`] (table `identity_map`; every change is audited).
+#[derive(Debug, Clone)]
+pub struct StoreIdentityMap {
+    store: Arc<dyn StateStore>,
+}
+
+impl StoreIdentityMap {
+    /// The map in `store`.
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        StoreIdentityMap { store }
+    }
+}
+
+#[async_trait]
+impl IdentityMap for StoreIdentityMap {
+    async fn billing_id(&self, kind: IdentityKind, wap_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.store.identity(kind, wap_id).await?.map(|m| m.billing_id))
+    }
+
+    async fn wap_id(&self, kind: IdentityKind, billing_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.store.identity_by_billing_id(kind, billing_id).await?.map(|m| m.wap_id))
+    }
+
+    async fn set(&self, kind: IdentityKind, wap_id: &str, billing_id: &str, actor: &str) -> Result<(), StoreError> {
+        self.store.set_identity(kind, wap_id, billing_id, actor, Utc::now()).await
+    }
+
+    async fn remove(&self, kind: IdentityKind, wap_id: &str, actor: &str) -> Result<bool, StoreError> {
+        self.store.delete_identity(kind, wap_id, actor, Utc::now()).await
+    }
+
+    async fn list(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
+        self.store.identities(kind).await
+    }
+}

@@ -1,0 +1,67 @@
+//! Operator commands (adapter-engine.md §3): inspect a halt, `resume`, `skip`; read the audit log and cursors.
+//!
+//! The commands write to the state store, so they work from any instance (or a separate admin tool) against the
+//! shared database; a halted processor notices within a few seconds, at once when the command goes through its
+//! own [`ProcessorHandle`](crate::ProcessorHandle).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use wap_types::FeedKind;
+
+use crate::identity::StoreIdentityMap;
+use crate::store::{AuditEntry, FeedCursor, HaltStatus, ProcessorKind, StateStore, StoreError};
+
+/// Operator commands on a state store.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    store: Arc<dyn StateStore>,
+}
+
+impl Operator {
+    /// Commands on `store`.
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        Operator { store }
+    }
+
+    /// The stored halt of a processor.
+    pub async fn halt(&self, processor: ProcessorKind) -> Result<Option<HaltStatus>, StoreError> {
+        self.store.halt(processor).await
+    }
+
+    /// `resume`: the processor retries the halted event with a fresh attempt budget (a PendingApproval timeout
+    /// waits again). Audited. Returns the halt that was cleared.
+    pub async fn resume(&self, processor: ProcessorKind, actor: &str) -> Result<HaltStatus, StoreError> {
+        let halt = self.store.resume(processor, actor, Utc::now()).await?;
+        tracing::warn!(processor = %processor, actor, feed = %halt.feed, event_id = halt.event_id, "operator resumed processor");
+        Ok(halt)
+    }
+
+    /// `skip`: records the halted event (for a usage batch whose failing record was not named: its whole id range)
+    /// as `skipped_by_operator`, moves the cursor past it and resumes. Audited with `reason`. The event never
+    /// reaches the billing system.
+    pub async fn skip(&self, processor: ProcessorKind, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
+        let halt = self.store.skip(processor, actor, reason, Utc::now()).await?;
+        tracing::warn!(processor = %processor, actor, reason, feed = %halt.feed, event_id = halt.event_id, last_event_id = halt.last_event_id, "operator skipped event");
+        Ok(halt)
+    }
+
+    /// The newest `limit` audit entries, oldest first.
+    pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit_log(limit).await
+    }
+
+    /// The stored positions of all seven feeds.
+    pub async fn cursors(&self) -> Result<Vec<FeedCursor>, StoreError> {
+        let mut out = Vec::with_capacity(FeedKind::ALL.len());
+        for feed in FeedKind::ALL {
+            out.push(self.store.cursor(feed).await?);
+        }
+        Ok(out)
+    }
+
+    /// The identity map in the same store (operators set, change and delete mappings through it).
+    pub fn identity_map(&self) -> StoreIdentityMap {
+        StoreIdentityMap::new(Arc::clone(&self.store))
+    }
+}

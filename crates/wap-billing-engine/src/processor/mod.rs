@@ -1,0 +1,727 @@
+//! The two pull processors: [`EventProcessor`] (the six `/billing/*` feeds) and [`UsageProcessor`] (`/usage`).
+//!
+//! Both share one loop (adapter-engine.md §3–§7):
+//!
+//! 1. Wait for the lease ([`LeaderElector`]); run only while leader. Losing the lease drops whatever is in
+//!    flight, including a billing call, at once.
+//! 2. A stored halt stops the processor until an operator's `resume` or `skip`.
+//! 3. Each cycle drains the processor's feeds in order: fetch from the cursor (`startId` = committed + 1, or
+//!    `InitialStartId` for a feed never committed), sort the page, drop ids at or below the cursor, apply each item,
+//!    fetch again after every non-empty page, stop at `[]`.
+//! 4. After the billing side returned `Ok`, commit the processed record and the cursor in one fenced transaction.
+//! 5. Sleep `SyncIntervalMilliseconds` (or `RetrySleepMilliseconds` while an item waits on a dependency).
+//!
+//! WAP-side errors (fetch failures) are retried with back-off forever; billing-side errors up to
+//! `RetryMaxAttempts` times, then the processor halts; state-store errors are retried with back-off (the position is
+//! re-read from the store), except a fencing refusal, which ends leadership.
+
+mod events;
+mod usage;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{watch, Notify};
+use tokio::time::sleep;
+use wap_types::{FeedKind, StartId};
+
+use crate::backoff::Backoff;
+use crate::clock::{elapsed_between, Clock};
+use crate::config::EngineConfig;
+use crate::handler::{EventHandler, HandlerError, UsageHandler};
+use crate::identity::IdentityMap;
+use crate::lease::{LeaderElector, Leadership};
+use crate::operator::Operator;
+use crate::source::{FeedItem, FeedSource, SourceError, SourceErrorKind};
+use crate::status::{HeldEvent, Phase, ProcessorStatus, WaitingEvent};
+use crate::store::{
+    EventCommit, FeedHold, Fence, HaltReason, HaltStatus, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+};
+
+/// The longest a halted processor waits before looking at the store again (an operator may have resumed it from
+/// another instance).
+const HALT_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// How a feed's drain ended in this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FeedEnd {
+    /// Reached `[]`.
+    CaughtUp,
+    /// Stopped at a PendingApproval event until the next cycle.
+    Held,
+    /// Stopped at an item whose handler answered `DependencyNotReady`.
+    Waiting,
+    /// The processor halted.
+    Halted,
+}
+
+/// How the attempts on one unit (event or usage batch) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnitEnd {
+    Applied,
+    Waiting,
+    Halted,
+    /// The handler named a failing record inside a larger usage batch: split there.
+    Split(i64),
+}
+
+/// In-memory retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt.
+#[derive(Debug, Default)]
+struct UnitState {
+    calls: u32,
+    attempts: u32,
+    dependency_since: Option<DateTime<Utc>>,
+}
+
+enum Billing {
+    Events { handler: Arc<dyn EventHandler>, identity: Option<Arc<dyn IdentityMap>> },
+    Usage { handler: Arc<dyn UsageHandler> },
+}
+
+struct Processor {
+    kind: ProcessorKind,
+    config: Arc<EngineConfig>,
+    source: Arc<dyn FeedSource>,
+    store: Arc<dyn StateStore>,
+    billing: Billing,
+    clock: Clock,
+    status: watch::Sender<ProcessorStatus>,
+    wake: Arc<Notify>,
+    units: Mutex<HashMap<(FeedKind, i64), UnitState>>,
+}
+
+/// A handle on a running processor: status, wake-up, operator commands. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ProcessorHandle {
+    kind: ProcessorKind,
+    status: watch::Receiver<ProcessorStatus>,
+    wake: Arc<Notify>,
+    operator: Operator,
+}
+
+impl ProcessorHandle {
+    /// Which processor.
+    pub fn processor(&self) -> ProcessorKind {
+        self.kind
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ProcessorStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of status changes.
+    pub fn subscribe(&self) -> watch::Receiver<ProcessorStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until the status satisfies `predicate` and returns it (returns the last status if the processor is
+    /// gone). Wrap in a timeout.
+    pub async fn wait_for(&self, predicate: impl FnMut(&ProcessorStatus) -> bool) -> ProcessorStatus {
+        let mut rx = self.status.clone();
+        let result = rx.wait_for(predicate).await.map(|s| s.clone());
+        result.unwrap_or_else(|_| self.status.borrow().clone())
+    }
+
+    /// Ends the current sleep: the processor polls (or re-reads its halt) now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Operator `resume` of this processor (see [`Operator::resume`]), then wakes it.
+    pub async fn resume(&self, actor: &str) -> Result<HaltStatus, StoreError> {
+        let halt = self.operator.resume(self.kind, actor).await?;
+        self.wake();
+        Ok(halt)
+    }
+
+    /// Operator `skip` of the halted event (see [`Operator::skip`]), then wakes the processor.
+    pub async fn skip(&self, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
+        let halt = self.operator.skip(self.kind, actor, reason).await?;
+        self.wake();
+        Ok(halt)
+    }
+}
+
+/// The notification processor: drains plans → addons → planAddons → planServices → subscriptions →
+/// subscriptionAddons every cycle and hands each committed event to an [`EventHandler`].
+pub struct EventProcessor {
+    inner: Processor,
+}
+
+impl std::fmt::Debug for EventProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventProcessor").field("store", &self.inner.store).finish_non_exhaustive()
+    }
+}
+
+impl EventProcessor {
+    /// A processor reading `source`, keeping state in `store`, applying events through `handler`.
+    pub fn new(
+        config: &EngineConfig,
+        source: Arc<dyn FeedSource>,
+        store: Arc<dyn StateStore>,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        let billing = Billing::Events { handler, identity: None };
+        EventProcessor { inner: Processor::new(ProcessorKind::Notification, config, source, store, billing) }
+    }
+
+    /// Uses an identity map: the handler gets [`EventContext::billing_id`](crate::EventContext::billing_id), and a
+    /// `Post` for a mapped id is delivered as an update.
+    pub fn with_identity_map(mut self, map: Arc<dyn IdentityMap>) -> Self {
+        if let Billing::Events { identity, .. } = &mut self.inner.billing {
+            *identity = Some(map);
+        }
+        self
+    }
+
+    /// A handle for status and operator commands.
+    pub fn handle(&self) -> ProcessorHandle {
+        self.inner.handle()
+    }
+
+    /// Runs until the future is dropped (see [`EventProcessor::run_until`]).
+    pub async fn run(self) {
+        self.inner.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until `shutdown` completes, then releases the lease. Does nothing but wait when
+    /// `NotificationProcessorEnabled` is false. Dropping the future instead is a crash as far as the state is
+    /// concerned (nothing half-written; the lease expires after its TTL).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        self.inner.run_until(shutdown).await;
+    }
+}
+
+/// The usage processor: drains `/usage` in its own loop and hands batches of records to a [`UsageHandler`].
+pub struct UsageProcessor {
+    inner: Processor,
+}
+
+impl std::fmt::Debug for UsageProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageProcessor").field("store", &self.inner.store).finish_non_exhaustive()
+    }
+}
+
+impl UsageProcessor {
+    /// A processor reading `source`, keeping state in `store`, applying usage through `handler`.
+    pub fn new(
+        config: &EngineConfig,
+        source: Arc<dyn FeedSource>,
+        store: Arc<dyn StateStore>,
+        handler: Arc<dyn UsageHandler>,
+    ) -> Self {
+        UsageProcessor {
+            inner: Processor::new(ProcessorKind::Usage, config, source, store, Billing::Usage { handler }),
+        }
+    }
+
+    /// A handle for status and operator commands.
+    pub fn handle(&self) -> ProcessorHandle {
+        self.inner.handle()
+    }
+
+    /// Runs until the future is dropped (see [`UsageProcessor::run_until`]).
+    pub async fn run(self) {
+        self.inner.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until `shutdown` completes, then releases the lease. Does nothing but wait when
+    /// `UsageProcessorEnabled` is false.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        self.inner.run_until(shutdown).await;
+    }
+}
+
+impl Processor {
+    fn new(
+        kind: ProcessorKind,
+        config: &EngineConfig,
+        source: Arc<dyn FeedSource>,
+        store: Arc<dyn StateStore>,
+        billing: Billing,
+    ) -> Self {
+        Processor {
+            kind,
+            config: Arc::new(config.clone()),
+            source,
+            store,
+            billing,
+            clock: Clock::new(),
+            status: watch::Sender::new(ProcessorStatus::new(kind)),
+            wake: Arc::new(Notify::new()),
+            units: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn handle(&self) -> ProcessorHandle {
+        ProcessorHandle {
+            kind: self.kind,
+            status: self.status.subscribe(),
+            wake: Arc::clone(&self.wake),
+            operator: Operator::new(Arc::clone(&self.store)),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        match self.kind {
+            ProcessorKind::Notification => self.config.notification_processor_enabled,
+            ProcessorKind::Usage => self.config.usage_processor_enabled,
+        }
+    }
+
+    async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        if !self.enabled() {
+            tracing::info!(processor = %self.kind, "processor disabled by configuration");
+            self.status.send_modify(|s| s.phase = Phase::Stopped);
+            shutdown.await;
+            return;
+        }
+        let elector = LeaderElector::new(Arc::clone(&self.store), self.kind, &self.config);
+        let leadership = elector.subscribe();
+        tokio::select! {
+            () = elector.run() => {}
+            () = self.process(leadership) => {}
+            () = shutdown => {}
+        }
+        elector.release().await;
+        self.status.send_modify(|s| {
+            s.phase = Phase::Stopped;
+            s.leader_generation = None;
+        });
+        tracing::info!(processor = %self.kind, "processor stopped");
+    }
+
+    /// Runs a term of leadership at a time, forever.
+    async fn process(&self, mut leadership: watch::Receiver<Leadership>) {
+        loop {
+            self.status.send_modify(|s| {
+                s.phase = Phase::Standby;
+                s.leader_generation = None;
+            });
+            let fence = match leadership.wait_for(|l| l.fence().is_some()).await {
+                Ok(l) => l.fence().cloned(),
+                Err(_) => return,
+            };
+            let Some(fence) = fence else { continue };
+            self.status.send_modify(|s| {
+                s.leader_generation = Some(fence.generation);
+                s.phase = Phase::CatchingUp;
+            });
+            let mut loss = leadership.clone();
+            let term_fence = fence.clone();
+            let lost = async move {
+                let _ = loss.wait_for(|l| l.fence() != Some(&term_fence)).await;
+            };
+            tokio::pin!(lost);
+            let fenced = tokio::select! {
+                () = self.term(&fence) => true,
+                () = &mut lost => false,
+            };
+            if fenced {
+                // A commit was refused: another instance holds the lease. Wait for the elector to notice.
+                lost.await;
+            }
+        }
+    }
+
+    /// One term of leadership; returns only when a fenced write was refused.
+    async fn term(&self, fence: &Fence) {
+        self.units.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut store_backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
+        let mut loaded = false;
+        loop {
+            let result = async {
+                if !loaded {
+                    self.load_positions().await?;
+                    loaded = true;
+                }
+                self.round(fence).await
+            }
+            .await;
+            match result {
+                Ok(pause) => {
+                    store_backoff.reset();
+                    self.status.send_modify(|s| s.last_store_error = None);
+                    tokio::select! {
+                        () = sleep(pause) => {}
+                        () = self.wake.notified() => {}
+                    }
+                }
+                Err(e) if e.is_fenced() => {
+                    tracing::warn!(processor = %self.kind, error = %e, "write refused: deposed by another instance");
+                    return;
+                }
+                Err(e) => {
+                    let wait = store_backoff.next_wait();
+                    tracing::error!(processor = %self.kind, error = %e, retry_in = ?wait, "state store failed; retrying");
+                    self.status.send_modify(|s| s.last_store_error = Some(e.to_string()));
+                    sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Loads the stored cursors into the status and warns about feeds not polled within `RetentionWarnDays`.
+    async fn load_positions(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        for &feed in self.kind.feeds() {
+            let cursor = self.store.cursor(feed).await?;
+            let stale = cursor.last_poll_at.is_some_and(|t| elapsed_between(t, now) > self.config.retention_warn);
+            if stale {
+                tracing::warn!(
+                    feed = %feed,
+                    last_poll_at = ?cursor.last_poll_at,
+                    "feed not polled for longer than RetentionWarnDays: WAP deletes data after 40 days, records may be lost"
+                );
+            }
+            self.status.send_modify(|s| {
+                let f = s.feed_mut(feed);
+                f.last_committed = cursor.last_event_id;
+                f.last_poll_at = cursor.last_poll_at;
+                f.retention_warning |= stale;
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the halt, runs one cycle; returns how long to sleep.
+    async fn round(&self, fence: &Fence) -> Result<Duration, StoreError> {
+        if let Some(halt) = self.store.halt(self.kind).await? {
+            let changed = self.status.send_if_modified(|s| {
+                let changed = s.halt.as_ref() != Some(&halt) || s.phase != Phase::Halted;
+                s.phase = Phase::Halted;
+                s.halt = Some(halt.clone());
+                changed
+            });
+            if changed {
+                tracing::error!(processor = %self.kind, halt = %halt, "processor halted; waiting for an operator (resume or skip)");
+            }
+            return Ok(self.config.sync_interval.min(HALT_POLL_MAX));
+        }
+        self.status.send_modify(|s| {
+            if s.halt.take().is_some() {
+                // Resumed or skipped: what was held or waiting is looked at afresh.
+                s.phase = Phase::CatchingUp;
+                for f in &mut s.feeds {
+                    f.held = None;
+                    f.waiting = None;
+                }
+            }
+        });
+        let mut caught_up = true;
+        let mut retry_soon = false;
+        for &feed in self.kind.feeds() {
+            match self.drain(fence, feed).await? {
+                FeedEnd::CaughtUp | FeedEnd::Held => {}
+                FeedEnd::Waiting => {
+                    caught_up = false;
+                    retry_soon = true;
+                }
+                FeedEnd::Halted => return Ok(Duration::ZERO),
+            }
+        }
+        self.status.send_modify(|s| {
+            s.cycles += 1;
+            s.phase = if caught_up { Phase::CaughtUp } else { Phase::CatchingUp };
+        });
+        Ok(if retry_soon { self.config.retry_sleep.min(self.config.sync_interval) } else { self.config.sync_interval })
+    }
+
+    /// Drains one feed up to `[]`, a hold, a wait or a halt.
+    async fn drain(&self, fence: &Fence, feed: FeedKind) -> Result<FeedEnd, StoreError> {
+        let cursor = self.store.cursor(feed).await?;
+        let mut committed = cursor.last_event_id;
+        let mut hold = cursor.hold;
+        let mode = self.config.start_id_mode;
+        let mut start = match committed {
+            None => StartId::new(self.config.initial_start_id(feed)),
+            Some(c) => StartId::resume(Some(c), mode),
+        };
+        let mut poll_recorded = false;
+        loop {
+            let mut page = self.fetch(feed, start).await;
+            if !poll_recorded {
+                // Once per drain: the time only feeds the retention warning, and saves a write per page.
+                let polled_at = self.clock.now();
+                self.store.record_poll(feed, polled_at).await?;
+                self.status.send_modify(|s| s.feed_mut(feed).last_poll_at = Some(polled_at));
+                poll_recorded = true;
+            }
+            if page.is_empty() {
+                self.status.send_modify(|s| {
+                    let f = s.feed_mut(feed);
+                    f.caught_up = true;
+                    f.held = None;
+                    f.waiting = None;
+                });
+                return Ok(FeedEnd::CaughtUp);
+            }
+            page.sort_by_key(FeedItem::event_id);
+            page.dedup_by_key(|i| i.event_id());
+            let max_id = page.last().map_or(0, FeedItem::event_id);
+            let received = page.len();
+            if let Some(c) = committed {
+                page.retain(|i| i.event_id() > c);
+            }
+            if page.len() < received {
+                tracing::debug!(feed = %feed, dropped = received - page.len(), committed = ?committed, "dropped records at or below the committed cursor");
+            }
+            if let (Some(first), Some(last)) =
+                (page.first().map(FeedItem::event_id), page.last().map(FeedItem::event_id))
+            {
+                let done = self.store.processed(feed, first, last).await?;
+                if !done.is_empty() {
+                    let before = page.len();
+                    page.retain(|i| !done.iter().any(|p| p.covers(i.event_id())));
+                    tracing::info!(feed = %feed, dropped = before - page.len(), "dropped records already processed");
+                }
+            }
+            if !page.is_empty() {
+                self.status.send_modify(|s| s.feed_mut(feed).caught_up = false);
+                let end = match &self.billing {
+                    Billing::Events { handler, identity } => {
+                        self.apply_events(
+                            fence,
+                            feed,
+                            handler.as_ref(),
+                            identity.as_ref(),
+                            &page,
+                            &mut committed,
+                            &mut hold,
+                        )
+                        .await?
+                    }
+                    Billing::Usage { handler } => {
+                        self.apply_usage(fence, handler.as_ref(), page, &mut committed).await?
+                    }
+                };
+                if let Some(end) = end {
+                    return Ok(end);
+                }
+            }
+            let highest = committed.map_or(max_id, |c| c.max(max_id));
+            let next = StartId::resume(Some(highest), mode);
+            if next <= start {
+                tracing::warn!(feed = %feed, start = %start, "page held no record after the cursor; ending the feed for this cycle");
+                return Ok(FeedEnd::CaughtUp);
+            }
+            start = next;
+        }
+    }
+
+    /// Fetches a page, retrying WAP-side errors with back-off until one succeeds.
+    async fn fetch(&self, feed: FeedKind, start: StartId) -> Vec<FeedItem> {
+        let mut backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
+        let mut failures: u32 = 0;
+        loop {
+            let error = match self.source.fetch(feed, start, self.config.batch_size).await {
+                Ok(page) => match page.iter().find(|i| i.feed() != feed) {
+                    None => {
+                        if failures > 0 {
+                            tracing::info!(feed = %feed, failures, "Usage Service reachable again");
+                            self.status.send_modify(|s| {
+                                let f = s.feed_mut(feed);
+                                f.wap_failures = 0;
+                                f.last_wap_error = None;
+                            });
+                        }
+                        return page;
+                    }
+                    Some(other) => SourceError::new(
+                        SourceErrorKind::Body,
+                        format!("page of {feed} holds an item of {} (event {})", other.feed(), other.event_id()),
+                    ),
+                },
+                Err(e) => e,
+            };
+            failures = failures.saturating_add(1);
+            let wait = backoff.next_wait();
+            if error.is_configuration_error() {
+                tracing::error!(feed = %feed, start = %start, error = %error, failures, retry_in = ?wait, "Usage Service refused the credentials (check UsageServiceUsername/Password); retrying");
+            } else {
+                tracing::warn!(feed = %feed, start = %start, error = %error, failures, retry_in = ?wait, "fetch failed (WAP side); retrying");
+            }
+            self.status.send_modify(|s| {
+                let f = s.feed_mut(feed);
+                f.wap_failures = failures;
+                f.last_wap_error = Some(error.to_string());
+            });
+            sleep(wait).await;
+        }
+    }
+
+    fn with_unit<T>(&self, feed: FeedKind, first: i64, f: impl FnOnce(&mut UnitState) -> T) -> T {
+        let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+        f(units.entry((feed, first)).or_default())
+    }
+
+    fn forget_unit(&self, feed: FeedKind, first: i64) {
+        self.units.lock().unwrap_or_else(|p| p.into_inner()).remove(&(feed, first));
+    }
+
+    /// Calls the billing side for one unit (an event, or a usage batch `first..=last`) until it succeeds, waits on a
+    /// dependency, or has failed `RetryMaxAttempts` times (then halts the processor).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts<F, Fut>(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        first: i64,
+        last: i64,
+        allow_split: bool,
+        reason: HaltReason,
+        mut call: F,
+    ) -> Result<UnitEnd, StoreError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        let max = self.config.retry_max_attempts;
+        loop {
+            let call_no = self.with_unit(feed, first, |u| {
+                u.calls += 1;
+                u.calls
+            });
+            let error = match call(call_no).await {
+                Ok(()) => {
+                    self.forget_unit(feed, first);
+                    return Ok(UnitEnd::Applied);
+                }
+                Err(e) => e,
+            };
+            if allow_split {
+                if let Some(k) = error.record_event_id().filter(|k| (first..=last).contains(k)) {
+                    tracing::info!(feed = %feed, first, last, failing = k, error = %error, "usage batch failed on a named record; isolating it");
+                    return Ok(UnitEnd::Split(k));
+                }
+            }
+            let now = self.clock.now();
+            if let HandlerError::DependencyNotReady { reason: missing } = &error {
+                let since = self.with_unit(feed, first, |u| *u.dependency_since.get_or_insert(now));
+                let waited = elapsed_between(since, now);
+                if waited < self.config.dependency_wait_max {
+                    tracing::info!(feed = %feed, event_id = first, reason = %missing, waited = ?waited, "dependency not ready; retrying later without spending an attempt");
+                    let waiting = WaitingEvent { event_id: first, reason: missing.clone(), since };
+                    self.status.send_modify(|s| s.feed_mut(feed).waiting = Some(waiting));
+                    return Ok(UnitEnd::Waiting);
+                }
+            }
+            let attempts = self.with_unit(feed, first, |u| {
+                u.attempts += 1;
+                u.attempts
+            });
+            if attempts >= max {
+                let halt = HaltStatus {
+                    processor: self.kind,
+                    feed,
+                    event_id: first,
+                    last_event_id: last,
+                    reason,
+                    error: error.to_string(),
+                    attempts,
+                    halted_at: now,
+                };
+                self.store.set_halt(fence, &halt).await?;
+                self.forget_unit(feed, first);
+                tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
+                self.status.send_modify(|s| {
+                    s.phase = Phase::Halted;
+                    s.halt = Some(halt);
+                });
+                return Ok(UnitEnd::Halted);
+            }
+            tracing::warn!(feed = %feed, event_id = first, attempt = attempts, max, error = %error, retry_in = ?self.config.retry_sleep, "billing side failed; retrying");
+            sleep(self.config.retry_sleep).await;
+        }
+    }
+
+    /// Commits a unit: processed record + cursor, fenced, in one transaction.
+    async fn commit(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        first: i64,
+        last: i64,
+        outcome: ProcessedOutcome,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let commit = EventCommit { feed, first_event_id: first, last_event_id: last, outcome, at: self.clock.now() };
+        self.store.commit(fence, &commit).await?;
+        tracing::debug!(feed = %feed, first, last, outcome = %outcome, "committed");
+        self.status.send_modify(|s| {
+            let f = s.feed_mut(feed);
+            f.last_committed = Some(f.last_committed.map_or(last, |c| c.max(last)));
+            match outcome {
+                ProcessedOutcome::Applied => f.applied += count,
+                ProcessedOutcome::SkippedRejected => f.skipped_rejected += count,
+                ProcessedOutcome::SkippedByOperator => {}
+            }
+            if f.waiting.as_ref().is_some_and(|w| w.event_id <= last) {
+                f.waiting = None;
+            }
+            if f.held.is_some_and(|h| h.event_id <= last) {
+                f.held = None;
+            }
+        });
+        Ok(())
+    }
+
+    /// A PendingApproval event: hold the feed at it (persisting when the wait began), warn when overdue, halt when
+    /// the maximum wait has passed.
+    async fn hold(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        event_id: i64,
+        hold: &mut Option<FeedHold>,
+    ) -> Result<FeedEnd, StoreError> {
+        let now = self.clock.now();
+        let since = match hold {
+            Some(h) if h.event_id == event_id => h.since,
+            _ => {
+                let h = FeedHold { event_id, since: now };
+                self.store.set_hold(fence, feed, Some(h)).await?;
+                *hold = Some(h);
+                now
+            }
+        };
+        let waited = elapsed_between(since, now);
+        if waited >= self.config.pending_approval_max_wait {
+            let halt = HaltStatus {
+                processor: self.kind,
+                feed,
+                event_id,
+                last_event_id: event_id,
+                reason: HaltReason::PendingApprovalTimeout,
+                error: format!(
+                    "event still PendingApproval after {}s (PendingApprovalMaxWaitSeconds = {}s)",
+                    waited.as_secs(),
+                    self.config.pending_approval_max_wait.as_secs()
+                ),
+                attempts: 0,
+                halted_at: now,
+            };
+            self.store.set_halt(fence, &halt).await?;
+            tracing::error!(halt = %halt, "processor halted on a PendingApproval event; an operator decides (resume waits again, skip records it)");
+            self.status.send_modify(|s| {
+                s.phase = Phase::Halted;
+                s.halt = Some(halt);
+            });
+            return Ok(FeedEnd::Halted);
+        }
+        let overdue = waited >= self.config.pending_approval_warn;
+        if overdue {
+            tracing::warn!(feed = %feed, event_id, waited_secs = waited.as_secs(), "event PendingApproval for longer than PendingApprovalWarnSeconds; feed held");
+        } else {
+            tracing::info!(feed = %feed, event_id, "event PendingApproval; feed held until the next cycle");
+        }
+        self.status.send_modify(|s| s.feed_mut(feed).held = Some(HeldEvent { event_id, since, overdue }));
+        Ok(FeedEnd::Held)
+    }
+}
