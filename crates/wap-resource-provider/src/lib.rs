@@ -1,1 +1,25 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+/// The `#[async_trait]` attribute, re-exported to implement [`NotificationHandler`] and [`UsageSource`].
+pub use async_trait::async_trait;
+
+pub mod auth;
+pub mod context;
+pub mod handler;
+pub mod ledger;
+pub mod registration;
+pub mod server;
+pub mod tenant;
+pub mod usage;
+
+pub use auth::{BearerVerifier, EndpointAuth, StaticBearerToken};
+pub use context::{CallContext, LanguagePreference, PrincipalId, PrincipalIdSource};
+pub use handler::{CreateOutcome, DeleteOutcome, NotificationError, NotificationHandler, QuotaResults, UpdateOutcome};
+pub use ledger::{LedgerError, LedgerStats, UsageLedger};
+pub use registration::{Registration, RegistrationBuilder, RegistrationError};
+pub use server::{BoxError, MountPrefix, MountedRequest, ResponseBody, RpApp, RpServer, RunningServer, ServerError};
+pub use tenant::{TemplateError, TemplateMatch, TenantUriMapping, UriTemplate};
+pub use usage::{
+    serve_usage, UsageEntry, UsagePage, UsagePoll, UsageQuery, UsageQueryError, UsageSource, UsageSourceError,
+    DEFAULT_USAGE_BATCH_SIZE,
+};
