@@ -1,1 +1,31 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod approver;
+mod cache;
+mod config;
+mod pricing;
+mod request;
+mod routing;
+mod server;
+mod service;
+#[cfg(feature = "rustls")]
+mod tls;
+
+pub use approver::{AddOnApproval, FnApprover, SubscriptionApproval, SubscriptionApprover};
+pub use config::{
+    AuthMode, ConfigError, FailureMode, ResponderConfig, ServerConfig, UnknownPriceStatus, DEFAULT_BODY_READ_TIMEOUT,
+    DEFAULT_DECISION_BUDGET, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDEMPOTENCY_CAPACITY, DEFAULT_IDEMPOTENCY_WINDOW,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_PRICE_MAX_LENGTH,
+};
+pub use pricing::{FnPricing, NoPricing, PriceTable, PricingResponder};
+pub use routing::Route;
+pub use server::{serve, serve_until, ResponderServer};
+pub use service::{Responder, ResponderFuture, ResponderResponse, WWW_AUTHENTICATE_VALUE};
+#[cfg(feature = "rustls")]
+pub use tls::{TlsConfig, TlsError};
+
+pub use wap_types::{BasicCredentials, Decision, PriceEncoding};
+
+/// The `async-trait` attribute, to implement [`SubscriptionApprover`] and [`PricingResponder`] without a direct
+/// dependency on `async-trait`: `#[wap_responder::async_trait]`.
+pub use async_trait::async_trait;

@@ -1,0 +1,236 @@
+//! Approval throughput on loopback: the served responder (Basic auth, JSON parsing, idempotency cache, decision)
+//! against a bare hyper server that reads the body and answers 204, measured in the same run by the same
+//! keep-alive load generator at concurrency 1, 16 and 64, in alternating rounds (so that a change in machine load
+//! hits both alike). Reports approvals/s, p50/p99 latency, the ratio to the bare server, and requests per
+//! CPU-second of the process (client included), which does not depend on what other processes take.
+//!
+//! `cargo bench -p wap-responder --bench approval_throughput` (5 s per point and server; `BENCH_SECONDS` changes
+//! it). Without `--bench` (as `cargo test --benches` runs it) it makes a short smoke run.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use wap_responder::{serve, BasicCredentials, Decision, FnApprover, Responder, ResponderConfig, ServerConfig};
+
+const PLAN: &str = "Silverq7k2d9w";
+
+/// Alternating rounds per point.
+const ROUNDS: u32 = 10;
+
+fn body(event_id: i64) -> Bytes {
+    Bytes::from(format!(
+        concat!(
+            r#"{{"EventId":{},"State":2,"Method":"POST","Entity":{{"SubscriptionID":"bb81c3c1-8a81-4b27-a355-{:012}","#,
+            r#""SubscriptionName":"Silver Hosting","AccountAdminLiveEmailId":"lena.vogel@northwind.test","#,
+            r#""ServiceAdminLiveEmailId":null,"CoAdminNames":[],"AddOnReferences":[],"AddOns":[],"State":0,"#,
+            r#""QuotaSyncState":0,"ActivationSyncState":0,"PlanId":"{}","Services":[],"LastErrorMessage":null,"#,
+            r#""Features":null,"OfferFriendlyName":null,"OfferCategory":null,"Created":"0001-01-01T00:00:00"}},"#,
+            r#""EntityParentId":null,"NotificationEventTimeCreated":"2015-06-03T10:31:05.4423178Z"}}"#
+        ),
+        event_id, event_id, PLAN
+    ))
+}
+
+/// A bare hyper HTTP/1.1 server: reads the body, answers 204.
+async fn bare_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    let mut response = http::Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = http::StatusCode::NO_CONTENT;
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Point {
+    rate: f64,
+    per_cpu_second: Option<f64>,
+    p50: Duration,
+    p99: Duration,
+    requests: usize,
+}
+
+/// Latencies, wall time and process CPU time of some load runs, summed.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    cpu: Duration,
+}
+
+/// CPU time used by all threads of this process (Linux: `/proc/self/task/*/schedstat`), to report requests per
+/// CPU-second: unlike the wall-clock rate, it does not depend on how much of the machine other processes take.
+fn process_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+impl Samples {
+    fn point(mut self) -> Point {
+        self.latencies.sort_unstable();
+        let all = &self.latencies;
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        Point {
+            rate: all.len() as f64 / self.elapsed.as_secs_f64(),
+            per_cpu_second: (!self.cpu.is_zero()).then(|| all.len() as f64 / self.cpu.as_secs_f64()),
+            p50: pct(0.50),
+            p99: pct(0.99),
+            requests: all.len(),
+        }
+    }
+}
+
+/// `concurrency` keep-alive connections, each sending approval calls back to back for `duration`.
+async fn load(addr: SocketAddr, concurrency: usize, duration: Duration, next_id: Arc<AtomicI64>, into: &mut Samples) {
+    let auth = BasicCredentials::new("wapcaller", "S3cure!pass").header_value();
+    let mut connections = Vec::new();
+    for _ in 0..concurrency {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        connections.push(sender);
+    }
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for mut sender in connections {
+        let auth = auth.clone();
+        let next_id = next_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let request = http::Request::post("/wap/subscriptions")
+                    .header("Host", "billing")
+                    .header("Content-Type", "application/json; charset=utf-8")
+                    .header("Authorization", &auth)
+                    .body(Full::new(body(id)))
+                    .unwrap();
+                let t = Instant::now();
+                sender.ready().await.unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 204, "every call is approved");
+                let _ = response.into_body().collect().await.unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    for t in tasks {
+        into.latencies.extend(t.await.unwrap());
+    }
+    into.elapsed += started.elapsed();
+    if let (Some(before), Some(after)) = (cpu_before, process_cpu()) {
+        into.cpu += after.saturating_sub(before);
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let duration = if full { Duration::from_secs_f64(seconds) } else { Duration::from_millis(200) };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let bare = bare_server().await;
+        let approver = FnApprover::new(
+            |s| async move {
+                Ok::<_, Infallible>(if s.plan_id() == Some(PLAN) { Decision::Approve } else { Decision::deny("no") })
+            },
+            |_| async { Ok(Decision::Approve) },
+        );
+        let config = ResponderConfig::basic(BasicCredentials::new("wapcaller", "S3cure!pass")).base_path("/wap/");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = serve(listener, Responder::new(approver, config), ServerConfig::default()).unwrap();
+        let next_id = Arc::new(AtomicI64::new(1));
+
+        // Warm both up.
+        load(bare, 4, Duration::from_millis(200), next_id.clone(), &mut Samples::default()).await;
+        load(server.local_addr(), 4, Duration::from_millis(200), next_id.clone(), &mut Samples::default()).await;
+
+        println!("approval throughput on loopback, {} s per point per server in {ROUNDS} alternating rounds, {} worker threads", duration.as_secs_f64(), {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        });
+        println!(
+            "| concurrency | bare 204 req/s | bare p50 ms | bare p99 ms | responder req/s | responder p50 ms | responder p99 ms | ratio | bare req/CPU-s | responder req/CPU-s | CPU ratio |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut worst: f64 = f64::INFINITY;
+        let mut worst_cpu: f64 = f64::INFINITY;
+        for concurrency in [1, 16, 64] {
+            // Alternate short rounds so that a change in machine load hits both servers alike.
+            let (mut bare_samples, mut responder_samples) = (Samples::default(), Samples::default());
+            for _ in 0..ROUNDS {
+                load(bare, concurrency, duration / ROUNDS, next_id.clone(), &mut bare_samples).await;
+                load(server.local_addr(), concurrency, duration / ROUNDS, next_id.clone(), &mut responder_samples).await;
+            }
+            let (b, r) = (bare_samples.point(), responder_samples.point());
+            let ratio = r.rate / b.rate;
+            worst = worst.min(ratio);
+            let per_cpu = |p: &Point| p.per_cpu_second.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+            let cpu_ratio = match (b.per_cpu_second, r.per_cpu_second) {
+                (Some(b), Some(r)) => {
+                    worst_cpu = worst_cpu.min(r / b);
+                    format!("{:.0}%", r / b * 100.0)
+                }
+                _ => "-".into(),
+            };
+            println!(
+                "| {concurrency} | {:.0} | {} | {} | {:.0} | {} | {} | {:.0}% | {} | {} | {cpu_ratio} |",
+                b.rate,
+                ms(b.p50),
+                ms(b.p99),
+                r.rate,
+                ms(r.p50),
+                ms(r.p99),
+                ratio * 100.0,
+                per_cpu(&b),
+                per_cpu(&r),
+            );
+            assert!(b.requests > 0 && r.requests > 0);
+        }
+        if full {
+            println!(
+                "worst ratio {:.0}% (target >= 80%): {}; worst requests-per-CPU-second ratio {:.0}%",
+                worst * 100.0,
+                if worst >= 0.8 { "met" } else { "NOT met" },
+                worst_cpu * 100.0
+            );
+        } else {
+            println!("smoke run (no --bench): the numbers above are not a measurement");
+        }
+        server.shutdown().await;
+    });
+}
