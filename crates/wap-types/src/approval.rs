@@ -27,19 +27,64 @@ impl serde::Serialize for ApprovalEntity {
     }
 }
 
+/// The members that decide an approval entity's shape.
+#[derive(Default)]
+struct EntityShape {
+    has_add_on_id: bool,
+    has_subscription_id: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for EntityShape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntityShape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object (an AdminSubscription or a PlanAddonReference)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EntityShape, A::Error> {
+                let mut shape = EntityShape::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key.eq_ignore_ascii_case("AddOnId") {
+                        shape.has_add_on_id = true;
+                    } else if key.eq_ignore_ascii_case("SubscriptionID") {
+                        shape.has_subscription_id = true;
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(shape)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parses a nested document; on failure the error names the path inside it (joined by [`crate::json`]).
+fn parse_nested<T: serde::de::DeserializeOwned, E: serde::de::Error>(text: &str) -> Result<T, E> {
+    if let Ok(v) = serde_json::from_str(text) {
+        return Ok(v);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            E::custom(e.into_inner())
+        } else {
+            E::custom(format_args!("{}{path}`: {}", crate::event::NESTED_PATH_PREFIX, e.into_inner()))
+        }
+    })
+}
+
 impl<'de> serde::Deserialize<'de> for ApprovalEntity {
+    /// Reads the entity once as raw JSON, classifies it by its member names, then parses the typed entity.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        let has = |name: &str| map.keys().any(|k| k.eq_ignore_ascii_case(name));
-        let is_add_on = has("AddOnId") && !has("SubscriptionID");
-        let value = serde_json::Value::Object(map);
-        if is_add_on {
-            PlanAddonReference::deserialize(value).map(ApprovalEntity::AddOn).map_err(D::Error::custom)
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        let shape: EntityShape = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        if shape.has_add_on_id && !shape.has_subscription_id {
+            parse_nested(raw.get()).map(ApprovalEntity::AddOn)
         } else {
-            AdminSubscription::deserialize(value)
-                .map(|s| ApprovalEntity::Subscription(Box::new(s)))
-                .map_err(D::Error::custom)
+            parse_nested(raw.get()).map(|s| ApprovalEntity::Subscription(Box::new(s)))
         }
     }
 }

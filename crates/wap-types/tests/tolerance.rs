@@ -263,3 +263,18 @@ fn decisions_map_to_statuses_as_wap_reads_them() {
     assert!(!Decision::from_status(400).is_approve());
     assert!(!Decision::from_status(500).is_approve());
 }
+
+#[test]
+fn approval_entity_errors_name_the_member_inside_the_entity() {
+    let body = br#"{"EventId": 7702, "State": 2, "Method": "POST",
+        "Entity": {"SubscriptionID": "s", "PlanId": 42}}"#;
+    let err = json::from_slice::<ApprovalRequest>(body).unwrap_err();
+    assert_eq!(err.path, "Entity.PlanId", "{err}");
+    let add_on = br#"{"EventId": 7710, "State": 2, "Method": "Post",
+        "Entity": {"AddOnId": "a", "AcquisitionTime": "soon"}, "EntityParentId": "s"}"#;
+    let err = json::from_slice::<ApprovalRequest>(add_on).unwrap_err();
+    assert_eq!(err.path, "Entity.AcquisitionTime", "{err}");
+    let not_object =
+        json::from_slice::<ApprovalRequest>(br#"{"EventId": 1, "State": 2, "Method": "POST", "Entity": 5}"#);
+    assert!(not_object.is_err());
+}
