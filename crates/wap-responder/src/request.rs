@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
-use wap_types::{AdminSubscription, ApprovalEntity, ApprovalOperation, PlanAddonReference, UsageEvent};
+use wap_types::{
+    AdminSubscription, ApprovalEntity, ApprovalOperation, ApprovalRequest, PlanAddonReference, UsageEvent,
+};
 
 /// A body that is not a valid approval request: the JSON path of the problem and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,93 +47,33 @@ impl ParsedApproval {
     }
 }
 
-/// Whether an object has `AddOnId` and no `SubscriptionID` (member names in any ASCII case).
-struct Shape {
-    add_on: bool,
-}
-
-impl<'de> serde::Deserialize<'de> for Shape {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Shape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object (AdminSubscription or PlanAddonReference)")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
-                let (mut add_on_id, mut subscription_id) = (false, false);
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key.eq_ignore_ascii_case("AddOnId") {
-                        add_on_id = true;
-                    } else if key.eq_ignore_ascii_case("SubscriptionID") {
-                        subscription_id = true;
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
-                Ok(Shape { add_on: add_on_id && !subscription_id })
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// Parses the entity; only a failure pays for path tracking (a second parse that finds the bad member's path).
-fn typed<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, BodyError> {
-    if let Ok(value) = serde_json::from_str(raw.get()) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = if inner == "." { "Entity".to_owned() } else { format!("Entity.{inner}") };
-        BodyError { path, message: e.into_inner().to_string() }
-    })
-}
-
-/// Parses an approval body (a UTF-8 BOM is tolerated).
+/// Parses an approval body (a UTF-8 BOM is tolerated) with wap-types' [`ApprovalRequest`]: the entity is classified
+/// by shape and parsed once; errors name the JSON path of the bad member (`Entity.PlanId`).
 pub(crate) fn parse_approval(body: &[u8]) -> Result<ParsedApproval, BodyError> {
-    let body = wap_types::json::strip_bom(body);
-    // Fast path without path tracking; a failure is parsed again to name the bad member.
-    let event: UsageEvent<Box<RawValue>> = match serde_json::from_slice(body) {
-        Ok(event) => event,
-        Err(_) => wap_types::json::from_slice(body).map_err(|e| BodyError { path: e.path, message: e.message })?,
-    };
-    // Fast path: most calls are subscription events, and an entity that parses as a subscription has a
-    // `SubscriptionID` (a required member), so it is one by the shape rule.
-    let subscription = match serde_json::from_str::<AdminSubscription>(event.entity.get()).ok() {
-        Some(subscription) => subscription,
-        None => {
-            let shape: Shape = typed(&event.entity)?;
-            if shape.add_on {
-                let entity: PlanAddonReference = typed(&event.entity)?;
-                let event = event.map_entity(|_| ApprovalEntity::AddOn(entity));
-                let operation = event.operation();
-                return Ok(ParsedApproval::AddOn(
-                    event.map_entity(|e| match e {
-                        ApprovalEntity::AddOn(a) => a,
-                        ApprovalEntity::Subscription(_) => PlanAddonReference::default(),
-                    }),
-                    operation,
-                ));
-            }
-            typed(&event.entity)?
-        }
-    };
-    let event = event.map_entity(|_| ApprovalEntity::Subscription(Box::new(subscription)));
-    let operation = event.operation();
-    Ok(ParsedApproval::Subscription(
-        event.map_entity(|e| match e {
-            ApprovalEntity::Subscription(s) => *s,
-            ApprovalEntity::AddOn(_) => AdminSubscription::default(),
-        }),
-        operation,
-    ))
+    let request: ApprovalRequest =
+        wap_types::json::from_slice(body).map_err(|e| BodyError { path: e.path, message: e.message })?;
+    let operation = request.operation();
+    Ok(match request.entity {
+        ApprovalEntity::Subscription(_) => ParsedApproval::Subscription(
+            request.map_entity(|e| match e {
+                ApprovalEntity::Subscription(s) => *s,
+                ApprovalEntity::AddOn(_) => AdminSubscription::default(),
+            }),
+            operation,
+        ),
+        ApprovalEntity::AddOn(_) => ParsedApproval::AddOn(
+            request.map_entity(|e| match e {
+                ApprovalEntity::AddOn(a) => a,
+                ApprovalEntity::Subscription(_) => PlanAddonReference::default(),
+            }),
+            operation,
+        ),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wap_types::ApprovalRequest;
 
     fn fixture(name: &str) -> Vec<u8> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/spec/fixtures/approval/");

@@ -80,6 +80,11 @@ impl<'de> serde::Deserialize<'de> for ApprovalEntity {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        // Fast path: an entity that parses as a subscription has `SubscriptionID` (a required member), so it is
+        // one by the shape rule; most approval calls are subscription events.
+        if let Ok(subscription) = serde_json::from_str::<AdminSubscription>(raw.get()) {
+            return Ok(ApprovalEntity::Subscription(Box::new(subscription)));
+        }
         let shape: EntityShape = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
         if shape.has_add_on_id && !shape.has_subscription_id {
             parse_nested(raw.get()).map(ApprovalEntity::AddOn)
