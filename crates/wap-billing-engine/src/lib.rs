@@ -1,18 +1,23 @@
 #![doc = include_str!("../README.md")]
 
+pub mod adapter;
 mod backoff;
 mod clock;
 pub mod config;
 pub mod handler;
 pub mod identity;
 pub mod lease;
+#[cfg(feature = "sqlite")]
+pub mod ledger;
 mod memory_source;
 pub mod operator;
 pub mod processor;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod usage_service;
 
+pub use adapter::{Adapter, AdapterBuilder, AdapterError, AdapterStatus, Health, HealthState};
 pub use config::{ConfigError, ElectionMode, EngineConfig, EngineConfigBuilder};
 pub use handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler};
 pub use identity::{IdentityMap, StoreIdentityMap};
@@ -30,3 +35,8 @@ pub use store::{
     AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, IdentityKind,
     IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
 };
+pub use usage_service::UsageServiceSource;
+/// The approval and pricing responder the adapter serves (re-exported for [`AdapterBuilder::responder`]).
+pub use wap_responder as responder;
+/// The Usage Service client the adapter pulls with (re-exported for [`AdapterBuilder::usage_service`]).
+pub use wap_usage_client as usage_client;

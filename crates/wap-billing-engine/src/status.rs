@@ -107,6 +107,12 @@ pub struct ProcessorStatus {
     pub feeds: Vec<FeedStatus>,
     /// Completed cycles since start.
     pub cycles: u64,
+    /// Rounds started since start while leader. A round reads the stored halt and, unless halted, runs a cycle
+    /// over the feeds.
+    pub rounds_started: u64,
+    /// The number (in `rounds_started` terms) of the last round that finished (a state-store error ends a round
+    /// unfinished); 0 before the first.
+    pub last_finished_round: u64,
     /// The last state-store error, while the store fails.
     pub last_store_error: Option<String>,
 }
@@ -120,6 +126,8 @@ impl ProcessorStatus {
             halt: None,
             feeds: processor.feeds().iter().map(|f| FeedStatus::new(*f)).collect(),
             cycles: 0,
+            rounds_started: 0,
+            last_finished_round: 0,
             last_store_error: None,
         }
     }

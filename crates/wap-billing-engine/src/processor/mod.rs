@@ -26,6 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 use tokio::time::sleep;
+use tracing::Instrument;
 use wap_types::{FeedKind, StartId};
 
 use crate::backoff::Backoff;
@@ -129,6 +130,17 @@ impl ProcessorHandle {
     /// Ends the current sleep: the processor polls (or re-reads its halt) now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Wakes the processor and waits until a round that **started after this call** has finished: the stored halt
+    /// was read afresh (so an operator's `resume` or `skip` is seen) and, unless halted, every feed was drained to
+    /// its end, a hold, a dependency wait or a halt — everything the Usage Service served before the call has been
+    /// looked at. Returns the status then (check its phase). Only the leader runs rounds: on a standby instance
+    /// this waits until it becomes leader, so wrap it in a timeout.
+    pub async fn sync_once(&self) -> ProcessorStatus {
+        let started = self.status.borrow().rounds_started;
+        self.wake();
+        self.wait_for(|s| s.last_finished_round > started || s.phase == Phase::Stopped).await
     }
 
     /// Operator `resume` of this processor (see [`Operator::resume`]), then wakes it.
@@ -336,6 +348,13 @@ impl Processor {
         let mut store_backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut loaded = false;
         loop {
+            let mut round_no = 0;
+            self.status.send_modify(|s| {
+                s.rounds_started += 1;
+                round_no = s.rounds_started;
+            });
+            let span =
+                tracing::info_span!("cycle", processor = %self.kind, generation = fence.generation, round = round_no);
             let result = async {
                 if !loaded {
                     self.load_positions().await?;
@@ -343,11 +362,15 @@ impl Processor {
                 }
                 self.round(fence).await
             }
+            .instrument(span)
             .await;
             match result {
                 Ok(pause) => {
                     store_backoff.reset();
-                    self.status.send_modify(|s| s.last_store_error = None);
+                    self.status.send_modify(|s| {
+                        s.last_store_error = None;
+                        s.last_finished_round = round_no;
+                    });
                     tokio::select! {
                         () = sleep(pause) => {}
                         () = self.wake.notified() => {}
@@ -417,7 +440,8 @@ impl Processor {
         let mut caught_up = true;
         let mut retry_soon = false;
         for &feed in self.kind.feeds() {
-            match self.drain(fence, feed).await? {
+            let span = tracing::info_span!("feed", feed = %feed);
+            match self.drain(fence, feed).instrument(span).await? {
                 FeedEnd::CaughtUp | FeedEnd::Held => {}
                 FeedEnd::Waiting => {
                     caught_up = false;
@@ -569,6 +593,29 @@ impl Processor {
     /// dependency, or has failed `RetryMaxAttempts` times (then halts the processor).
     #[allow(clippy::too_many_arguments)]
     async fn attempts<F, Fut>(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        first: i64,
+        last: i64,
+        allow_split: bool,
+        reason: HaltReason,
+        call: F,
+    ) -> Result<UnitEnd, StoreError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        let span = if first == last {
+            tracing::debug_span!("event", feed = %feed, event_id = first)
+        } else {
+            tracing::debug_span!("usage_batch", feed = %feed, first, last)
+        };
+        self.attempts_in_span(fence, feed, first, last, allow_split, reason, call).instrument(span).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts_in_span<F, Fut>(
         &self,
         fence: &Fence,
         feed: FeedKind,

@@ -1,0 +1,145 @@
+//! Prometheus text exposition (format 0.0.4) of an [`AdapterStatus`] (feature `metrics`): `GET /metrics`.
+
+use std::fmt::Write as _;
+
+use super::report::{phase_name, AdapterStatus};
+use crate::status::Phase;
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(self.text, "{k}=\"{escaped}\"");
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Renders the status as Prometheus text. Metric names start with `wap_billing_`; counters count since this
+/// instance started.
+pub fn render(status: &AdapterStatus) -> String {
+    let mut o = Out { text: String::with_capacity(4096) };
+
+    o.family("wap_billing_catching_up", "gauge", "1 while a processor this instance leads is catching up.");
+    o.sample("wap_billing_catching_up", &[], flag(status.catching_up));
+    o.family("wap_billing_state_store_up", "gauge", "1 when the state store answered this scrape.");
+    o.sample("wap_billing_state_store_up", &[], flag(status.store_error.is_none()));
+
+    o.family("wap_billing_processor_leader", "gauge", "1 when this instance holds the processor's lease.");
+    for p in &status.processors {
+        o.sample("wap_billing_processor_leader", &[("processor", p.processor.name())], flag(p.is_leader));
+    }
+    o.family("wap_billing_processor_halted", "gauge", "1 while the processor is halted for an operator.");
+    for p in &status.processors {
+        o.sample("wap_billing_processor_halted", &[("processor", p.processor.name())], flag(p.halt.is_some()));
+    }
+    o.family("wap_billing_processor_lease_generation", "gauge", "The processor's lease generation (fencing token).");
+    for p in &status.processors {
+        if let Some(l) = &p.lease {
+            o.sample(
+                "wap_billing_processor_lease_generation",
+                &[("processor", p.processor.name())],
+                l.generation as f64,
+            );
+        }
+    }
+    o.family("wap_billing_processor_phase", "gauge", "1 for the phase this instance's processor is in.");
+    const PHASES: [Phase; 6] =
+        [Phase::Starting, Phase::Standby, Phase::CatchingUp, Phase::CaughtUp, Phase::Halted, Phase::Stopped];
+    for p in &status.processors {
+        let Some(current) = p.phase() else { continue };
+        for phase in PHASES {
+            let labels = [("processor", p.processor.name()), ("phase", phase_name(phase))];
+            o.sample("wap_billing_processor_phase", &labels, flag(phase == current));
+        }
+    }
+    o.family("wap_billing_processor_cycles_total", "counter", "Completed polling cycles.");
+    for p in &status.processors {
+        if let Some(l) = &p.local {
+            o.sample("wap_billing_processor_cycles_total", &[("processor", p.processor.name())], l.cycles as f64);
+        }
+    }
+
+    let feeds: Vec<_> = status.processors.iter().flat_map(|p| p.feeds.iter().map(move |f| (p, f))).collect();
+    o.family("wap_billing_feed_committed_event_id", "gauge", "The last committed EventId of the feed.");
+    for (_, f) in &feeds {
+        if let Some(c) = f.committed {
+            o.sample("wap_billing_feed_committed_event_id", &[("feed", f.feed.name())], c as f64);
+        }
+    }
+    o.family("wap_billing_feed_newest_seen_event_id", "gauge", "The newest EventId this instance saw on the feed.");
+    for (_, f) in &feeds {
+        if let Some(n) = f.newest_seen {
+            o.sample("wap_billing_feed_newest_seen_event_id", &[("feed", f.feed.name())], n as f64);
+        }
+    }
+    o.family("wap_billing_feed_lag_event_ids", "gauge", "Newest EventId seen minus the committed one.");
+    for (_, f) in &feeds {
+        if let Some(lag) = f.lag {
+            o.sample("wap_billing_feed_lag_event_ids", &[("feed", f.feed.name())], lag as f64);
+        }
+    }
+    o.family("wap_billing_feed_held", "gauge", "1 while the feed is held at a PendingApproval event.");
+    for (_, f) in &feeds {
+        o.sample("wap_billing_feed_held", &[("feed", f.feed.name())], flag(f.hold.is_some()));
+    }
+    o.family("wap_billing_feed_fetches_total", "counter", "Pages requested from the Usage Service.");
+    for (_, f) in &feeds {
+        o.sample("wap_billing_feed_fetches_total", &[("feed", f.feed.name())], f.fetches as f64);
+    }
+    o.family("wap_billing_feed_fetch_errors_total", "counter", "Failed page requests (WAP side; retried).");
+    for (_, f) in &feeds {
+        o.sample("wap_billing_feed_fetch_errors_total", &[("feed", f.feed.name())], f.fetch_errors as f64);
+    }
+    o.family("wap_billing_feed_records_fetched_total", "counter", "Records and events received.");
+    for (_, f) in &feeds {
+        o.sample("wap_billing_feed_records_fetched_total", &[("feed", f.feed.name())], f.records_fetched as f64);
+    }
+    o.family("wap_billing_feed_applied_total", "counter", "Events (usage: records) applied by this instance.");
+    for (p, f) in &feeds {
+        if let Some(l) = p.local.as_ref().and_then(|s| s.feed(f.feed)) {
+            o.sample("wap_billing_feed_applied_total", &[("feed", f.feed.name())], l.applied as f64);
+        }
+    }
+    o.family("wap_billing_feed_skipped_rejected_total", "counter", "Rejected events skipped by this instance.");
+    for (p, f) in &feeds {
+        if let Some(l) = p.local.as_ref().and_then(|s| s.feed(f.feed)) {
+            o.sample("wap_billing_feed_skipped_rejected_total", &[("feed", f.feed.name())], l.skipped_rejected as f64);
+        }
+    }
+    o.family("wap_billing_feed_consecutive_fetch_failures", "gauge", "Failed fetches in a row right now.");
+    for (p, f) in &feeds {
+        if let Some(l) = p.local.as_ref().and_then(|s| s.feed(f.feed)) {
+            o.sample("wap_billing_feed_consecutive_fetch_failures", &[("feed", f.feed.name())], l.wap_failures as f64);
+        }
+    }
+    o.text
+}
