@@ -1,1 +1,26 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod builder;
+mod client;
+mod clock;
+mod error;
+mod feed;
+mod retry;
+mod retry_after;
+mod stream;
+#[cfg(feature = "rustls")]
+mod tls;
+
+pub use builder::{
+    UsageClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT,
+    SETTING_KEYS,
+};
+pub use client::UsageClient;
+pub use clock::{Clock, Sleep, TokioClock};
+pub use error::{BoxError, DecodeErrorKind, Error, TransportErrorKind};
+pub use feed::{FeedClient, FeedItem, Page, PageItem, RetentionGap};
+pub use retry::{RetryPolicy, RetrySchedule};
+pub use retry_after::RetryAfter;
+pub use stream::{FeedStream, PageStream, Prefetch};
+pub use wap_types;
+pub use wap_types::{FeedKind, StartId, StartIdMode};

@@ -1,0 +1,427 @@
+//! [`FeedClient`]: typed access to one feed; [`Page`]: one answer with its continuation cursor.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use wap_types::cursor::clamp_batch_size;
+use wap_types::{Feed, FeedKind, HasEventId, StartId, StartIdMode, UsageEvent, UsageRecord};
+
+use crate::client::UsageClient;
+use crate::error::Error;
+use crate::stream::{self, FeedStream, Prefetch};
+
+/// An element of a feed page: a [`UsageRecord`] or a [`UsageEvent`]. Implemented for both; lets the client apply
+/// per-item settings.
+pub trait PageItem: HasEventId + DeserializeOwned + Send + Sync + 'static {
+    /// Applies `MethodNumericOrdinals = true` (events read `"1"`/`"2"`/`"3"` as Put/Patch/Delete). Usage records
+    /// have no method: nothing to do.
+    fn apply_method_numeric_ordinals(&mut self) {}
+}
+
+impl PageItem for UsageRecord {}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> PageItem for UsageEvent<T> {
+    fn apply_method_numeric_ordinals(&mut self) {
+        let method = std::mem::replace(&mut self.method, wap_types::EventMethod::Post);
+        self.method = method.with_numeric_ordinals();
+    }
+}
+
+/// Records a resumed pull expected but did not receive because WAP's retention deleted them first.
+///
+/// **Rule** (the spec cannot tell id gaps from purges, usage-service.md §2.1 and §5): when a pull resumes from a
+/// persisted cursor (`startId > 0`) and the lowest new `EventId` of its first page lies above the first id the
+/// cursor asks for, the client asks for the oldest retained record (`startId=0&batchSize=1`):
+///
+/// * an older record is still retained (its id is below the cursor): retention has not reached the cursor, so the
+///   missing ids are ordinary gaps (rejected events, a shared sequence) — nothing is reported;
+/// * the oldest retained record is the first one returned: everything up to it was deleted, including ids at or
+///   above the cursor that were never pulled — reported as a `RetentionGap` (`tracing::warn!`, and on the first
+///   item / page of the stream). It may still include a few ordinary gaps, hence "up to `missing_ids()`".
+///
+/// If that probe fails, the gap is reported unconfirmed (`oldest_retained_id = None`). A first run (`startId = 0`)
+/// never reports: it asks for whatever is retained. [`FeedClient::stream_from`] and [`FeedClient::follow`] check
+/// their first page; a hand-written loop over [`FeedClient::page`] calls [`FeedClient::check_retention_gap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetentionGap {
+    /// The feed.
+    pub feed: FeedKind,
+    /// The `startId` sent.
+    pub requested_start: StartId,
+    /// The first `EventId` the cursor asked for (`startId`, or `startId + 1` when `StartIdInclusive = false`).
+    pub first_expected_id: i64,
+    /// The lowest new `EventId` the server returned.
+    pub first_returned_id: i64,
+    /// The oldest `EventId` the server retains (`None`: it could not be asked).
+    pub oldest_retained_id: Option<i64>,
+}
+
+impl RetentionGap {
+    /// How many ids are missing between the cursor and the first record returned.
+    pub fn missing_ids(&self) -> u64 {
+        self.first_returned_id.saturating_sub(self.first_expected_id).max(0) as u64
+    }
+}
+
+impl fmt::Display for RetentionGap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "feed {}: resumed at startId {} but WAP's retention already deleted everything before id {}: up to {} \
+             record(s) with ids {} to {} were never pulled",
+            self.feed,
+            self.requested_start,
+            self.first_returned_id,
+            self.missing_ids(),
+            self.first_expected_id,
+            self.first_returned_id - 1
+        )
+    }
+}
+
+/// One page of a feed, ready to process: items sorted by `EventId`, duplicates and ids below the cursor dropped.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The feed.
+    pub feed: FeedKind,
+    /// The `startId` sent (for a page prefetched at a predicted start, possibly below the cursor it continues;
+    /// the overlap is counted in `dropped`).
+    pub requested_start: StartId,
+    /// The `batchSize` sent (after clamping to `1..=10000`).
+    pub batch_size: u32,
+    /// The new items, ascending `EventId`.
+    pub items: Vec<T>,
+    /// The `startId` of the next request, i.e. the cursor to persist once every item is processed: highest id + 1
+    /// (`StartIdInclusive = true`) or the highest id (`false`); unchanged when no item is new.
+    pub next_start: StartId,
+    /// Whether the feed is caught up: the server answered `[]` (or only ids below the cursor, which would otherwise
+    /// be fetched again forever). A non-empty page, short or full, is never "caught up": fetch again at once.
+    pub caught_up: bool,
+    /// How many elements the server returned.
+    pub received: usize,
+    /// How many of them were dropped (below the cursor, or a repeated id).
+    pub dropped: usize,
+    /// Records deleted by retention before they were pulled (see [`RetentionGap`]); set on the first page of a
+    /// stream only, never by [`FeedClient::page`].
+    pub retention_gap: Option<RetentionGap>,
+}
+
+impl<T: PageItem> Page<T> {
+    /// Builds a page from the parsed elements (usage-service.md §2.1): applies settings, sorts, drops ids below the
+    /// cursor and repeated ids, computes the next cursor and the retention gap.
+    pub(crate) fn assemble(
+        feed: FeedKind,
+        mut items: Vec<T>,
+        start: StartId,
+        batch_size: u32,
+        mode: StartIdMode,
+        numeric_ordinals: bool,
+    ) -> Page<T> {
+        let received = items.len();
+        if numeric_ordinals {
+            items.iter_mut().for_each(PageItem::apply_method_numeric_ordinals);
+        }
+        items.sort_by_key(HasEventId::event_id);
+        let first_expected = first_expected_id(start, mode);
+        items.retain(|i| i.event_id() >= first_expected);
+        items.dedup_by_key(|i| i.event_id());
+        let dropped = received - items.len();
+        if dropped > 0 {
+            tracing::info!(feed = %feed, start = start.get(), dropped, "dropped records at or below the cursor (overlapping page)");
+        }
+        let next_start = match items.last() {
+            Some(last) => StartId::resume(Some(last.event_id()), mode),
+            None => start,
+        };
+        let caught_up = items.is_empty();
+        if caught_up && received > 0 {
+            tracing::warn!(feed = %feed, start = start.get(), received, "the page held only records below the cursor; treating the feed as caught up");
+        }
+        Page {
+            feed,
+            requested_start: start,
+            batch_size,
+            items,
+            next_start,
+            caught_up,
+            received,
+            dropped,
+            retention_gap: None,
+        }
+    }
+}
+
+impl<T: HasEventId> Page<T> {
+    /// The same page for a consumer whose cursor is `start` (at or above the `startId` it was requested with): drops
+    /// the items below `start` (a prefetched page that overlaps the previous one).
+    pub(crate) fn continue_at(mut self, start: StartId, mode: StartIdMode) -> Self {
+        if start <= self.requested_start {
+            return self;
+        }
+        let first_expected = first_expected_id(start, mode);
+        let before = self.items.len();
+        self.items.retain(|i| i.event_id() >= first_expected);
+        self.dropped += before - self.items.len();
+        if self.items.is_empty() {
+            self.next_start = start;
+            self.caught_up = self.received == 0;
+        }
+        self
+    }
+
+    /// When the first new id lies above the first id the cursor asked for (on a resumed cursor): `(first expected,
+    /// first returned)`, a retention gap to check.
+    pub(crate) fn gap_candidate(&self, mode: StartIdMode) -> Option<(i64, i64)> {
+        let first = self.items.first()?.event_id();
+        let expected = first_expected_id(self.requested_start, mode);
+        (self.requested_start != StartId::BEGINNING && first > expected).then_some((expected, first))
+    }
+}
+
+impl<T> Page<T> {
+    /// Number of new items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the page holds no new item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The items.
+    pub fn into_items(self) -> Vec<T> {
+        self.items
+    }
+}
+
+/// The first `EventId` a start asks for: `startId` itself when inclusive, `startId + 1` otherwise.
+pub(crate) fn first_expected_id(start: StartId, mode: StartIdMode) -> i64 {
+    match mode {
+        StartIdMode::Inclusive => start.get(),
+        StartIdMode::Exclusive => start.get().saturating_add(1),
+    }
+}
+
+/// One item of a feed stream with the cursor to persist once it is processed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FeedItem<T> {
+    /// The record or event.
+    pub item: T,
+    /// The `startId` to resume from after this item (highest id + 1, or the id itself when
+    /// `StartIdInclusive = false`).
+    pub next_start: StartId,
+    /// Set on the first item of a stream when the resumed cursor found ids missing (see [`RetentionGap`]).
+    pub retention_gap: Option<RetentionGap>,
+}
+
+impl<T: HasEventId> FeedItem<T> {
+    /// The item's `EventId`.
+    pub fn event_id(&self) -> i64 {
+        self.item.event_id()
+    }
+}
+
+/// Typed access to one feed `F` of the Usage Service. Get one from [`UsageClient::usage`], [`UsageClient::plans`], …
+pub struct FeedClient<F> {
+    client: UsageClient,
+    batch_size: u32,
+    prefetch: Prefetch,
+    _feed: PhantomData<fn() -> F>,
+}
+
+impl<F> Clone for FeedClient<F> {
+    fn clone(&self) -> Self {
+        FeedClient {
+            client: self.client.clone(),
+            batch_size: self.batch_size,
+            prefetch: self.prefetch,
+            _feed: PhantomData,
+        }
+    }
+}
+
+impl<F: Feed> fmt::Debug for FeedClient<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedClient")
+            .field("feed", &F::KIND)
+            .field("batch_size", &self.batch_size)
+            .field("prefetch", &self.prefetch)
+            .finish()
+    }
+}
+
+impl<F: Feed> FeedClient<F>
+where
+    F::Item: PageItem,
+{
+    pub(crate) fn new(client: UsageClient) -> Self {
+        let batch_size = client.batch_size();
+        FeedClient { client, batch_size, prefetch: Prefetch::default(), _feed: PhantomData }
+    }
+
+    fn paging(&self) -> stream::Paging {
+        stream::Paging { feed: F::KIND, batch: self.batch_size, prefetch: self.prefetch }
+    }
+
+    /// How the streams request pages ahead of the consumer (default [`Prefetch::NextPage`]). At most two pages
+    /// are in flight, so memory stays bounded by a few batches; requests in flight are aborted when the stream is
+    /// dropped (reads delete nothing, so an unused page costs only the request).
+    pub fn with_prefetch(mut self, prefetch: Prefetch) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// The same feed with another `batchSize` for [`stream_from`](Self::stream_from) and
+    /// [`follow`](Self::follow) (clamped to `1..=10000`).
+    pub fn with_batch_size(mut self, batch: u32) -> Self {
+        self.batch_size = clamp_batch_size(batch);
+        self
+    }
+
+    /// The feed.
+    pub fn kind(&self) -> FeedKind {
+        F::KIND
+    }
+
+    /// The batch size used by the streams.
+    pub fn batch_size(&self) -> u32 {
+        self.batch_size
+    }
+
+    /// One request: `GET <path>?startId=<start>&batchSize=<batch>` (batch clamped to `1..=10000`), retried under the
+    /// client's policy. The page's items are sorted and filtered to the cursor; `next_start` continues after them.
+    pub async fn page(&self, start: StartId, batch: u32) -> Result<Page<F::Item>, Error> {
+        self.client.fetch_page(F::KIND, start, batch).await
+    }
+
+    /// Checks a page fetched with [`page`](Self::page) from a persisted cursor for records deleted by retention
+    /// before they were pulled (see [`RetentionGap`] for the rule; one extra request when the first id is above the
+    /// cursor). Streams do this on their first page themselves.
+    pub async fn check_retention_gap(&self, page: &Page<F::Item>) -> Result<Option<RetentionGap>, Error> {
+        self.client.check_retention_gap(page).await
+    }
+
+    /// Every item from `start` on, paging until the feed is caught up (the server answers `[]`), each with the cursor
+    /// to persist after it. The stream ends after the first error (retryable errors are retried under the policy
+    /// first). [`FeedStream::pages`] gives a view by page.
+    ///
+    /// Dropping the stream at any point loses nothing: nothing is acknowledged to the server, and the cursor only
+    /// advances with the items the consumer received.
+    pub fn stream_from(&self, start: StartId) -> FeedStream<F::Item> {
+        let pages = stream::pages_until_caught_up(self.client.clone(), self.paging(), start);
+        FeedStream::new(F::KIND, self.batch_size, pages, start, self.client.start_id_mode())
+    }
+
+    /// Like [`stream_from`](Self::stream_from) but never ends: once caught up it waits `interval` (`None` = the
+    /// client's poll interval, 60 s by default) and polls again. An error is yielded as an item (after the retry
+    /// policy gave up), then the stream waits `interval` and tries again from the same cursor, so a consumer that
+    /// wants the spec's "retry forever" just logs errors and keeps polling.
+    ///
+    /// Cancel-safe: dropping it while it waits or mid-request loses nothing, since the cursor only advances with
+    /// items yielded.
+    pub fn follow(&self, start: StartId, interval: impl Into<Option<Duration>>) -> FeedStream<F::Item> {
+        let interval = interval.into().unwrap_or_else(|| self.client.poll_interval());
+        let pages = stream::pages_forever(self.client.clone(), self.paging(), start, interval);
+        FeedStream::new(F::KIND, self.batch_size, pages, start, self.client.start_id_mode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wap_types::{AdminSubscription, EventMethod, NotificationState};
+
+    fn record(id: i64) -> UsageRecord {
+        UsageRecord { event_id: id, subscription_id: "s".into(), ..Default::default() }
+    }
+
+    fn ids<T: HasEventId>(p: &Page<T>) -> Vec<i64> {
+        p.items.iter().map(HasEventId::event_id).collect()
+    }
+
+    #[test]
+    fn sorts_drops_and_continues() {
+        let items = vec![record(9), record(5), record(7), record(3), record(7)];
+        let p = Page::assemble(FeedKind::Usage, items, StartId::new(5), 100, StartIdMode::Inclusive, false);
+        assert_eq!(ids(&p), [5, 7, 9]);
+        assert_eq!((p.received, p.dropped), (5, 2));
+        assert_eq!(p.next_start, StartId::new(10));
+        assert!(!p.caught_up);
+        assert_eq!(p.retention_gap, None);
+    }
+
+    #[test]
+    fn exclusive_mode_continues_at_the_highest_id() {
+        let items = vec![record(5), record(6)];
+        let p = Page::assemble(FeedKind::Usage, items, StartId::new(5), 100, StartIdMode::Exclusive, false);
+        assert_eq!(ids(&p), [6], "startId 5 exclusive wants ids > 5");
+        assert_eq!(p.next_start, StartId::new(6));
+    }
+
+    #[test]
+    fn empty_and_stale_pages_are_caught_up() {
+        let p = Page::<UsageRecord>::assemble(
+            FeedKind::Usage,
+            vec![],
+            StartId::new(42),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert!(p.caught_up && p.is_empty());
+        assert_eq!(p.next_start, StartId::new(42));
+        let p = Page::assemble(FeedKind::Usage, vec![record(1)], StartId::new(42), 100, StartIdMode::Inclusive, false);
+        assert!(p.caught_up && p.is_empty());
+        assert_eq!((p.received, p.dropped, p.next_start), (1, 1, StartId::new(42)));
+    }
+
+    #[test]
+    fn gap_candidates_only_when_resuming_above_zero() {
+        let p =
+            Page::assemble(FeedKind::Usage, vec![record(800)], StartId::new(501), 100, StartIdMode::Inclusive, false);
+        assert_eq!(p.gap_candidate(StartIdMode::Inclusive), Some((501, 800)));
+        assert_eq!(p.retention_gap, None, "never set by a single page");
+        let p =
+            Page::assemble(FeedKind::Usage, vec![record(800)], StartId::BEGINNING, 100, StartIdMode::Inclusive, false);
+        assert_eq!(p.gap_candidate(StartIdMode::Inclusive), None);
+        let p =
+            Page::assemble(FeedKind::Usage, vec![record(502)], StartId::new(501), 100, StartIdMode::Exclusive, false);
+        assert_eq!(p.gap_candidate(StartIdMode::Exclusive), None, "exclusive startId 501 expects 502 first");
+        let gap = RetentionGap {
+            feed: FeedKind::Usage,
+            requested_start: StartId::new(501),
+            first_expected_id: 501,
+            first_returned_id: 800,
+            oldest_retained_id: Some(800),
+        };
+        assert_eq!(gap.missing_ids(), 299);
+        assert!(gap.to_string().contains("up to 299 record(s) with ids 501 to 799"), "{gap}");
+    }
+
+    #[test]
+    fn numeric_ordinals_are_applied_only_when_enabled() {
+        let ev = |id, m: &str| {
+            UsageEvent::new(id, NotificationState::Acknowledged, EventMethod::parse(m), AdminSubscription::default())
+        };
+        let make = || vec![ev(1, "1"), ev(2, "2"), ev(3, "3"), ev(4, "0"), ev(5, "7")];
+        let p = Page::assemble(FeedKind::Subscriptions, make(), StartId::BEGINNING, 100, StartIdMode::Inclusive, true);
+        let methods: Vec<_> = p.items.iter().map(|e| e.method.clone()).collect();
+        assert_eq!(
+            methods,
+            [
+                EventMethod::Put,
+                EventMethod::Patch,
+                EventMethod::Delete,
+                EventMethod::Post,
+                EventMethod::Other("7".into())
+            ]
+        );
+        let p = Page::assemble(FeedKind::Subscriptions, make(), StartId::BEGINNING, 100, StartIdMode::Inclusive, false);
+        assert_eq!(p.items[0].method, EventMethod::Other("1".into()));
+    }
+}
