@@ -117,42 +117,90 @@ impl WapDateTime {
         parse(text).map_err(|reason| DateTimeParseError { text: text.chars().take(64).collect(), reason })
     }
 
-    /// Writes the value into `out` as it will appear on the wire (without quotes).
-    pub fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    /// The same instant cut to `digits` fraction digits (0–7), to be written with that many digits.
+    ///
+    /// For values the program creates in a form WAP uses elsewhere, e.g. the pull feeds' 3 digits:
+    /// `WapDateTime::from_utc(t).with_fraction_digits(3).without_offset()`.
+    pub fn with_fraction_digits(self, digits: u8) -> Self {
+        let digits = digits.min(7);
+        let unit = 10u32.pow(9 - u32::from(digits));
+        let nanos = self.utc.nanosecond() % 1_000_000_000;
+        let utc = self.utc - Duration::nanoseconds(i64::from(nanos % unit));
+        WapDateTime { utc, form: TextForm { fraction_digits: digits, offset: self.form.offset } }
+    }
+
+    /// The same instant, written in UTC without an offset (as WAP writes usage records and feed events).
+    pub fn without_offset(self) -> Self {
+        WapDateTime { utc: self.utc, form: TextForm { offset: OffsetForm::None, ..self.form } }
+    }
+
+    /// The same instant, written in UTC with a `Z` (as WAP writes approval calls).
+    pub fn with_utc_designator(self) -> Self {
+        WapDateTime { utc: self.utc, form: TextForm { offset: OffsetForm::Zulu { lower: false }, ..self.form } }
+    }
+
+    /// Renders the wire text into `buf` (at most 33 bytes) and returns its length.
+    fn render(&self, buf: &mut [u8; 40]) -> usize {
+        fn put(buf: &mut [u8; 40], at: usize, value: u32, width: usize) {
+            let mut v = value;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
         let local = self.local();
         let year = local.year();
         if !(0..=9999).contains(&year) {
             // Outside .NET's range: only reachable for values shifted by an offset; write the instant canonically.
-            let u = self.utc;
-            return write!(out, "{}.{:07}Z", u.format("%+"), u.nanosecond() / 100);
+            let text = format!("{}.{:07}Z", self.utc.format("%Y-%m-%dT%H:%M:%S"), self.utc.nanosecond() / 100);
+            let n = text.len().min(40);
+            buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+            return n;
         }
-        write!(
-            out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            year,
-            local.month(),
-            local.day(),
-            local.hour(),
-            local.minute(),
-            local.second()
-        )?;
+        put(buf, 0, year as u32, 4);
+        buf[4] = b'-';
+        put(buf, 5, local.month(), 2);
+        buf[7] = b'-';
+        put(buf, 8, local.day(), 2);
+        buf[10] = b'T';
+        put(buf, 11, local.hour(), 2);
+        buf[13] = b':';
+        put(buf, 14, local.minute(), 2);
+        buf[16] = b':';
+        put(buf, 17, local.second(), 2);
+        let mut len = 19;
         let digits = usize::from(self.form.fraction_digits);
         if digits > 0 {
-            let ticks = local.nanosecond() / 100; // 7 digits
-            let text = format!("{ticks:07}");
-            out.write_char('.')?;
-            out.write_str(&text[..digits])?;
+            let ticks = (local.nanosecond() % 1_000_000_000) / 100; // 7 digits
+            buf[len] = b'.';
+            let mut all = [0u8; 40];
+            put(&mut all, 0, ticks, 7);
+            buf[len + 1..len + 1 + digits].copy_from_slice(&all[..digits]);
+            len += 1 + digits;
         }
         match self.form.offset {
-            OffsetForm::None => Ok(()),
-            OffsetForm::Zulu { lower: false } => out.write_char('Z'),
-            OffsetForm::Zulu { lower: true } => out.write_char('z'),
+            OffsetForm::None => {}
+            OffsetForm::Zulu { lower } => {
+                buf[len] = if lower { b'z' } else { b'Z' };
+                len += 1;
+            }
             OffsetForm::Minutes(m) => {
-                let sign = if m < 0 { '-' } else { '+' };
-                let m = m.unsigned_abs();
-                write!(out, "{sign}{:02}:{:02}", m / 60, m % 60)
+                buf[len] = if m < 0 { b'-' } else { b'+' };
+                let m = u32::from(m.unsigned_abs());
+                put(buf, len + 1, m / 60, 2);
+                buf[len + 3] = b':';
+                put(buf, len + 4, m % 60, 2);
+                len += 6;
             }
         }
+        len
+    }
+
+    /// Writes the value into `out` as it will appear on the wire (without quotes).
+    pub fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        let mut buf = [0u8; 40];
+        let len = self.render(&mut buf);
+        out.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -280,9 +328,9 @@ impl Ord for WapDateTime {
 
 impl serde::Serialize for WapDateTime {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = String::with_capacity(33);
-        self.write_to(&mut buf).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(&buf)
+        let mut buf = [0u8; 40];
+        let len = self.render(&mut buf);
+        s.serialize_str(std::str::from_utf8(&buf[..len]).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -365,6 +413,20 @@ mod tests {
             WapDateTime::parse("2015-06-02T08:00:00").unwrap().canonical().to_string(),
             "2015-06-02T08:00:00.0000000Z"
         );
+    }
+
+    #[test]
+    fn created_values_can_take_the_forms_wap_writes() {
+        let utc = Utc.with_ymd_and_hms(2015, 6, 3, 10, 31, 5).unwrap() + Duration::nanoseconds(442_317_800);
+        let feed = WapDateTime::from_utc(utc).with_fraction_digits(3).without_offset();
+        assert_eq!(feed.to_string(), "2015-06-03T10:31:05.442");
+        assert_eq!(WapDateTime::parse(&feed.to_string()).unwrap(), feed);
+        let usage = WapDateTime::from_utc(utc).with_fraction_digits(0).without_offset();
+        assert_eq!(usage.to_string(), "2015-06-03T10:31:05");
+        assert_eq!(WapDateTime::parse(&usage.to_string()).unwrap(), usage);
+        let approval = usage.with_fraction_digits(7).with_utc_designator();
+        assert_eq!(approval.to_string(), "2015-06-03T10:31:05.0000000Z");
+        assert_eq!(serde_json::to_string(&feed).unwrap(), "\"2015-06-03T10:31:05.442\"");
     }
 
     #[test]
