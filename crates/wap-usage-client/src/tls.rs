@@ -66,13 +66,13 @@ impl TlsOptions {
             );
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { algorithms }))
+                .with_custom_certificate_verifier(Arc::new(FingerprintVerifier { pins: None, algorithms }))
                 .with_no_client_auth()
         } else if !self.pins.is_empty() {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCertificateVerifier {
-                    pins: self.pins.clone(),
+                .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
+                    pins: Some(self.pins.clone()),
                     algorithms,
                 }))
                 .with_no_client_auth()
@@ -167,10 +167,12 @@ pub(crate) fn certificate_sha256(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
 }
 
-/// Trusts exactly the certificates whose SHA-256 fingerprint is pinned; still verifies handshake signatures.
+/// Checks the server certificate by its SHA-256 fingerprint only: trusts exactly the pinned certificates, or any
+/// certificate when `pins` is `None` (the explicit `DisableSslVerification` opt-in). Handshake signatures are
+/// verified either way.
 #[derive(Debug)]
-struct PinnedCertificateVerifier {
-    pins: Vec<[u8; 32]>,
+struct FingerprintVerifier {
+    pins: Option<Vec<[u8; 32]>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -191,7 +193,7 @@ impl fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
-impl ServerCertVerifier for PinnedCertificateVerifier {
+impl ServerCertVerifier for FingerprintVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -200,8 +202,11 @@ impl ServerCertVerifier for PinnedCertificateVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pins) = &self.pins else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let presented = certificate_sha256(end_entity.as_ref());
-        let matched = self.pins.iter().fold(subtle::Choice::from(0u8), |acc, pin| acc | pin.ct_eq(&presented));
+        let matched = pins.iter().fold(subtle::Choice::from(0u8), |acc, pin| acc | pin.ct_eq(&presented));
         if bool::from(matched) {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -209,47 +214,6 @@ impl ServerCertVerifier for PinnedCertificateVerifier {
                 presented: hex(&presented),
             })))))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate (explicit opt-in only); handshake signatures are still verified.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
