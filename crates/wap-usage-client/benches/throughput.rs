@@ -3,7 +3,7 @@
 //! end to end at least half the in-process rate.
 //!
 //! `cargo bench -p wap-usage-client --bench throughput` (set `RECORDS` to change the 200,000 records pulled per
-//! run; each figure is the best of 3 runs). End to end is measured with the streams' default prefetching
+//! run; each figure is the best of 7 runs). End to end is measured with the streams' default prefetching
 //! (`Prefetch::NextPage`), with `Prefetch::Speculative`, and strictly one request at a time (`Prefetch::Off`);
 //! ratio = end to end (default) / in-process, then the same for the other two. "Server only" is the same requests
 //! without parsing (simulator + HTTP), for context: the simulator serialises in the same process, on the same cores.
@@ -16,7 +16,7 @@ use wap_sim::{DatasetSpec, WapSim};
 use wap_types::{FeedKind, StartId, UsageRecord};
 use wap_usage_client::{Prefetch, RetryPolicy, UsageClient};
 
-const RUNS: usize = 3;
+const RUNS: usize = 7;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -20,7 +20,7 @@ use wap_types::{
 use crate::builder::UsageClientBuilder;
 use crate::clock::Clock;
 use crate::error::{body_snippet, DecodeErrorKind, Error, TransportErrorKind};
-use crate::feed::{FeedClient, Page, PageItem, RetentionGap};
+use crate::feed::{first_expected_id, FeedClient, Page, PageItem, RetentionGap};
 use crate::retry::RetryPolicy;
 use crate::retry_after::RetryAfter;
 
@@ -278,6 +278,34 @@ impl UsageClient {
         Ok(Page::assemble(feed, items, start, batch, self.inner.start_id_mode, self.inner.method_numeric_ordinals))
     }
 
+    /// [`fetch_page`](Self::fetch_page), and as soon as the body has arrived (before the full typed parse) sends
+    /// the `startId` that continues after it on `next_start`, so the next request can be on its way while this
+    /// page is parsed. Nothing is sent for a page with no record at or above the cursor (caught up) or a body that
+    /// is not a page (the full parse reports it). The value is what [`Page::next_start`] will be.
+    pub(crate) async fn fetch_page_announcing_next<T: PageItem>(
+        &self,
+        feed: FeedKind,
+        start: StartId,
+        batch: u32,
+        next_start: tokio::sync::oneshot::Sender<StartId>,
+    ) -> Result<Page<T>, Error> {
+        let batch = clamp_batch_size(batch);
+        let url = self.page_url(feed, start, batch);
+        let mode = self.inner.start_id_mode;
+        let mut announce = Some(next_start);
+        let items: Vec<T> = self
+            .with_retry(&url, |body| {
+                if let Some(max) = highest_event_id(&body).filter(|&max| max >= first_expected_id(start, mode)) {
+                    if let Some(tx) = announce.take() {
+                        let _ = tx.send(StartId::resume(Some(max), mode));
+                    }
+                }
+                parse_page(&body, &url)
+            })
+            .await?;
+        Ok(Page::assemble(feed, items, start, batch, mode, self.inner.method_numeric_ordinals))
+    }
+
     /// Confirms a page's retention-gap candidate by asking for the oldest retained record (see [`RetentionGap`]).
     pub(crate) async fn check_retention_gap<T: PageItem>(&self, page: &Page<T>) -> Result<Option<RetentionGap>, Error> {
         let Some((expected, first)) = page.gap_candidate(self.inner.start_id_mode) else { return Ok(None) };
@@ -378,6 +406,36 @@ impl UsageClient {
 }
 
 /// Parses a page, classifying a failure as truncated, not a page, or an element of the wrong type.
+/// The highest `EventId` on a page body, read without parsing the records (`None` if the body is not a page).
+fn highest_event_id(body: &[u8]) -> Option<i64> {
+    struct EventIdOnly(Option<i64>);
+    impl<'de> serde::Deserialize<'de> for EventIdOnly {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = EventIdOnly;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a record")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EventIdOnly, A::Error> {
+                    let mut id = None;
+                    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        if key.eq_ignore_ascii_case("EventId") {
+                            id = Some(map.next_value::<i64>()?);
+                        } else {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    Ok(EventIdOnly(id))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let records: Vec<EventIdOnly> = serde_json::from_slice(wap_types::json::strip_bom(body)).ok()?;
+    records.iter().filter_map(|r| r.0).max()
+}
+
 pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(body: &[u8], url: &Url) -> Result<Vec<T>, Error> {
     wap_types::json::page_from_slice::<T>(body).map_err(|source| {
         let kind = if source.is_eof {

@@ -186,6 +186,8 @@ pub enum Prefetch {
 struct InFlight<T> {
     start: StartId,
     speculative: bool,
+    /// The `startId` after this page, announced as soon as its body arrived (before the full parse).
+    next_start: Option<tokio::sync::oneshot::Receiver<StartId>>,
     task: tokio::task::JoinHandle<Result<Page<T>, Error>>,
 }
 
@@ -217,12 +219,27 @@ impl<T: PageItem> Pipeline<T> {
     /// The page that continues at `start`: a prefetched one if it was requested at or below `start` (re-filtered
     /// to `start`), otherwise a fresh request.
     async fn next(&mut self, client: &UsageClient, start: StartId) -> Result<Page<T>, Error> {
+        if self.paging.prefetch == Prefetch::Off || tokio::runtime::Handle::try_current().is_err() {
+            return client.fetch_page::<T>(self.paging.feed, start, self.paging.batch).await;
+        }
+        if self.in_flight.is_empty() {
+            self.spawn(client, start, false);
+        }
         while let Some(mut ahead) = self.in_flight.pop_front() {
             if ahead.start > start {
                 // requested above the cursor: using it would skip ids
                 tracing::debug!(feed = %self.paging.feed, predicted = ahead.start.get(), start = start.get(), "speculative page discarded");
                 self.in_flight.clear();
                 break;
+            }
+            // The next request goes out as soon as this page's body is in, while this page is parsed: the same
+            // requests as one at a time, with the server's work overlapping the client's.
+            if self.in_flight.is_empty() {
+                if let Some(announced) = ahead.next_start.take() {
+                    if let Ok(next) = announced.await {
+                        self.spawn(client, next, false);
+                    }
+                }
             }
             let page = match (&mut ahead.task).await {
                 Ok(result) => result?,
@@ -269,8 +286,10 @@ impl<T: PageItem> Pipeline<T> {
 
     fn spawn(&mut self, client: &UsageClient, start: StartId, speculative: bool) {
         let (client, feed, batch) = (client.clone(), self.paging.feed, self.paging.batch);
-        let task = tokio::spawn(async move { client.fetch_page::<T>(feed, start, batch).await });
-        self.in_flight.push_back(InFlight { start, speculative, task });
+        let (announce, next_start) = tokio::sync::oneshot::channel();
+        let task =
+            tokio::spawn(async move { client.fetch_page_announcing_next::<T>(feed, start, batch, announce).await });
+        self.in_flight.push_back(InFlight { start, speculative, next_start: Some(next_start), task });
     }
 
     fn clear(&mut self) {
