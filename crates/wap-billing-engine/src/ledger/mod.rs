@@ -38,7 +38,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -55,9 +54,6 @@ use crate::store::SqliteSync;
 
 /// The version this ledger reports for the billing-system version check (adapter-engine.md §9).
 pub const LEDGER_VERSION: &str = "wap-billing-ledger 1";
-
-/// How long a writer waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A failure of the ledger's database.
 #[derive(Debug, thiserror::Error)]
@@ -266,13 +262,7 @@ impl SqliteLedger {
         let path = path.into();
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, LedgerError> {
-            let mut conn = Connection::open(&p)?;
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            conn.execute_batch(match sync {
-                SqliteSync::Full => "PRAGMA synchronous = FULL;",
-                SqliteSync::Normal => "PRAGMA synchronous = NORMAL;",
-            })?;
+            let mut conn = sync.open_wal(&p)?;
             schema::migrate(&mut conn)?;
             Ok(conn)
         })

@@ -19,9 +19,6 @@ use super::{
 
 const BACKEND: &str = "sqlite";
 
-/// How long a writer waits for another connection's write lock before failing with a retryable error.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The state store in one SQLite file (WAL journal, `synchronous = FULL` by default).
 ///
 /// One connection serves each `SqliteStore`; its blocking calls run on Tokio's blocking pool. Several stores (also
@@ -86,13 +83,7 @@ impl SqliteStore {
         let path = path.into();
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let mut conn = Connection::open(&p)?;
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            conn.execute_batch(match sync {
-                SqliteSync::Full => "PRAGMA synchronous = FULL;",
-                SqliteSync::Normal => "PRAGMA synchronous = NORMAL;",
-            })?;
+            let mut conn = sync.open_wal(&p)?;
             migrate(&mut conn)?;
             Ok(conn)
         })
