@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,14 +294,23 @@ impl UsageClient {
         let url = self.page_url(feed, start, batch);
         let mode = self.inner.start_id_mode;
         let mut announce = Some(next_start);
+        let url = &url;
         let items: Vec<T> = self
-            .with_retry(&url, |body| {
+            .with_retry_async(url, |body| {
+                let mut announced = false;
                 if let Some(max) = highest_event_id(&body).filter(|&max| max >= first_expected_id(start, mode)) {
                     if let Some(tx) = announce.take() {
-                        let _ = tx.send(StartId::resume(Some(max), mode));
+                        announced = tx.send(StartId::resume(Some(max), mode)).is_ok();
                     }
                 }
-                parse_page(&body, &url)
+                async move {
+                    if announced {
+                        // The announcement woke the stream on this worker thread, in a slot other workers cannot
+                        // take from: let it send the next request before this page's long parse holds the thread.
+                        tokio::task::yield_now().await;
+                    }
+                    parse_page(&body, url)
+                }
             })
             .await?;
         Ok(Page::assemble(feed, items, start, batch, mode, self.inner.method_numeric_ordinals))
@@ -326,10 +336,19 @@ impl UsageClient {
 
     /// Runs one request (and `decode`) under the retry policy.
     async fn with_retry<R>(&self, url: &Url, mut decode: impl FnMut(Bytes) -> Result<R, Error>) -> Result<R, Error> {
+        self.with_retry_async(url, |body| std::future::ready(decode(body))).await
+    }
+
+    /// [`Self::with_retry`] with an asynchronous `decode`.
+    async fn with_retry_async<R, F, Fut>(&self, url: &Url, mut decode: F) -> Result<R, Error>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: Future<Output = Result<R, Error>>,
+    {
         let mut schedule = self.inner.retry.start(self.inner.clock.clone());
         loop {
             let result = match self.get_once(url).await {
-                Ok(body) => decode(body),
+                Ok(body) => decode(body).await,
                 Err(e) => Err(e),
             };
             let error = match result {

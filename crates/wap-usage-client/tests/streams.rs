@@ -116,7 +116,9 @@ async fn follow_waits_the_interval_then_picks_up_new_records() {
     // the caught-up answer came at once, the next poll 60 s (the default interval) later
     assert_eq!(t0.elapsed(), Duration::from_secs(60));
     let starts: Vec<String> = server.requests().iter().map(|r| r.query("startId").unwrap()).collect();
-    assert_eq!(starts, ["0", "4", "4"], "page [1,2,3], caught up at 4, 60 s later [4,5]");
+    assert_eq!(starts[..3], ["0", "4", "4"], "page [1,2,3], caught up at 4, 60 s later [4,5]");
+    // The page after [4,5] may have been requested ahead (prefetch) before the stream was dropped: at most once.
+    assert!(matches!(&starts[3..], [] | [_]) && starts[3..].iter().all(|s| s == "6"), "{starts:?}");
 
     // an explicit interval
     let mut follow = c.usage().follow(StartId::new(6), Duration::from_secs(5));
