@@ -138,12 +138,11 @@ impl DecisionCache {
         DecisionCache { window, capacity: capacity.max(1), shared: Shared::default() }
     }
 
-    /// Looks an event up, registering it as being decided on a miss.
-    pub(crate) fn lookup(&self, event_id: i64) -> Lookup {
+    /// Looks an event up at `now`, registering it as being decided on a miss.
+    pub(crate) fn lookup_at(&self, event_id: i64, now: Instant) -> Lookup {
         if self.window.is_zero() {
             return Lookup::Miss(Ticket { event_id, generation: 0, shared: None });
         }
-        let now = Instant::now();
         let mut entries = lock(&self.shared);
         match entries.slots.get_mut(&event_id) {
             Some(Slot::Done { decision, expires, .. }) if *expires > now => return Lookup::Hit(decision.clone()),
@@ -196,6 +195,12 @@ fn purge(entries: &mut Entries, now: Instant, capacity: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl DecisionCache {
+        fn lookup(&self, event_id: i64) -> Lookup {
+            self.lookup_at(event_id, Instant::now())
+        }
+    }
 
     fn miss(cache: &DecisionCache, id: i64) -> Ticket {
         match cache.lookup(id) {

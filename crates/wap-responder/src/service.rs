@@ -18,6 +18,7 @@ use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TY
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
+use tokio::time::Instant;
 use wap_types::{AddonPriceQuery, ApprovalOperation, Decision, PlanPriceQuery, PriceAnswer};
 
 use crate::approver::{AddOnApproval, SubscriptionApproval, SubscriptionApprover};
@@ -222,7 +223,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         }
     }
 
-    async fn read_body<B>(&self, request: Request<B>) -> Result<Bytes, ResponderResponse>
+    async fn read_body<B>(&self, request: Request<B>, arrived: Instant) -> Result<Bytes, ResponderResponse>
     where
         B: Body + Send + 'static,
         B::Data: Send,
@@ -237,7 +238,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             return Err(too_large());
         }
         let body = Limited::new(request.into_body(), limit);
-        match tokio::time::timeout(self.config.body_read_timeout, body.collect()).await {
+        match tokio::time::timeout_at(arrived + self.config.body_read_timeout, body.collect()).await {
             Err(_) => Err(text(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the request body was not received within {} ms", self.config.body_read_timeout.as_millis()),
@@ -254,7 +255,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         B::Data: Send,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
-        let body = match self.read_body(request).await {
+        let body = match self.read_body(request, Instant::now()).await {
             Ok(body) => body,
             Err(response) => return response,
         };
@@ -274,13 +275,14 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             log_decision(event_id, operation, &Decision::Approve, Source::Automatic);
             return decision_response(&Decision::Approve);
         }
-        let decision = self.decide(approval, operation).await;
+        // One clock reading for the cache's window and the decision budget.
+        let decision = self.decide(approval, operation, Instant::now()).await;
         decision_response(&decision)
     }
 
-    async fn decide(self: Arc<Self>, approval: ParsedApproval, operation: ApprovalOperation) -> Decision {
+    async fn decide(self: Arc<Self>, approval: ParsedApproval, operation: ApprovalOperation, now: Instant) -> Decision {
         let event_id = approval.event_id();
-        let ticket = match self.cache.lookup(event_id) {
+        let ticket = match self.cache.lookup_at(event_id, now) {
             Lookup::Hit(decision) => {
                 log_decision(event_id, operation, &decision, Source::Repeated);
                 return decision;
@@ -305,7 +307,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         // answer is still cached for WAP's resend.
         let inner = self.clone();
         DetachOnDrop::new(async move {
-            let (decision, source) = inner.evaluate(approval, operation).await;
+            let (decision, source) = inner.evaluate(approval, operation, now).await;
             log_decision(event_id, operation, &decision, source);
             ticket.finish(&decision);
             decision
@@ -320,7 +322,12 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         }
     }
 
-    async fn evaluate(&self, approval: ParsedApproval, operation: ApprovalOperation) -> (Decision, Source) {
+    async fn evaluate(
+        &self,
+        approval: ParsedApproval,
+        operation: ApprovalOperation,
+        now: Instant,
+    ) -> (Decision, Source) {
         let event_id = approval.event_id();
         let call = async {
             match (approval, operation) {
@@ -341,7 +348,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             }
         };
         let budget = self.config.decision_budget;
-        match tokio::time::timeout(budget, AssertUnwindSafe(call).catch_unwind()).await {
+        match tokio::time::timeout_at(now + budget, AssertUnwindSafe(call).catch_unwind()).await {
             Ok(Ok(Ok(decision))) => (decision, Source::Approver),
             Ok(Ok(Err(error))) => {
                 tracing::error!(event_id, %operation, error = %error, mode = ?self.config.failure_mode, "approver failed");

@@ -118,13 +118,29 @@ impl ApprovalOperation {
     /// Classifies an approval call: entity shape first, then the body's `Method` (Post, including `"0"` →
     /// create; Delete → delete; anything else → update).
     pub fn classify(entity: &ApprovalEntity, method: &EventMethod) -> Self {
-        match (entity, method) {
-            (ApprovalEntity::Subscription(_), EventMethod::Post) => ApprovalOperation::CreateSubscription,
-            (ApprovalEntity::Subscription(_), EventMethod::Delete) => ApprovalOperation::DeleteSubscription,
-            (ApprovalEntity::Subscription(_), _) => ApprovalOperation::UpdateSubscription,
-            (ApprovalEntity::AddOn(_), EventMethod::Post) => ApprovalOperation::CreateSubscriptionAddOn,
-            (ApprovalEntity::AddOn(_), EventMethod::Delete) => ApprovalOperation::DeleteSubscriptionAddOn,
-            (ApprovalEntity::AddOn(_), _) => ApprovalOperation::UpdateSubscriptionAddOn,
+        match entity {
+            ApprovalEntity::Subscription(_) => ApprovalOperation::for_subscription(method),
+            ApprovalEntity::AddOn(_) => ApprovalOperation::for_add_on(method),
+        }
+    }
+
+    /// The operation of a call whose entity is a subscription: Post (including `"0"`) → create, Delete → delete,
+    /// anything else → update.
+    pub fn for_subscription(method: &EventMethod) -> Self {
+        match method {
+            EventMethod::Post => ApprovalOperation::CreateSubscription,
+            EventMethod::Delete => ApprovalOperation::DeleteSubscription,
+            _ => ApprovalOperation::UpdateSubscription,
+        }
+    }
+
+    /// The operation of a call whose entity is an add-on reference: Post (including `"0"`) → create, Delete →
+    /// delete, anything else → update.
+    pub fn for_add_on(method: &EventMethod) -> Self {
+        match method {
+            EventMethod::Post => ApprovalOperation::CreateSubscriptionAddOn,
+            EventMethod::Delete => ApprovalOperation::DeleteSubscriptionAddOn,
+            _ => ApprovalOperation::UpdateSubscriptionAddOn,
         }
     }
 

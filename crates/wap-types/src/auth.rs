@@ -64,9 +64,49 @@ impl BasicCredentials {
         user_ok & pass_ok
     }
 
-    /// Checks an `Authorization` header value against these credentials.
+    /// Checks an `Authorization` header value against these credentials, with the rules of [`Self::matches`].
+    ///
+    /// Called on every request a server receives, so it allocates nothing for credentials of usual length: the
+    /// header is decoded into a buffer on the stack, which is wiped before returning.
     pub fn verify_header(&self, header: Option<&str>) -> bool {
-        header.and_then(BasicCredentials::parse_header).is_some_and(|p| self.matches(&p))
+        let Some((scheme, encoded)) = header.and_then(|h| h.trim().split_once(char::is_whitespace)) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let encoded = encoded.trim().as_bytes();
+        let needed = base64::decoded_len_estimate(encoded.len());
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let buffer: &mut [u8] = if needed <= stack.len() {
+            &mut stack
+        } else {
+            heap.resize(needed, 0);
+            &mut heap
+        };
+        let ok = match STANDARD.decode_slice(encoded, buffer) {
+            Ok(len) => self.matches_decoded(&buffer[..len]),
+            Err(_) => false,
+        };
+        buffer.fill(0);
+        ok
+    }
+
+    /// Compares decoded `user ":" password` bytes (UTF-8) with these credentials.
+    fn matches_decoded(&self, decoded: &[u8]) -> bool {
+        if std::str::from_utf8(decoded).is_err() {
+            return false;
+        }
+        let Some(colon) = decoded.iter().position(|&b| b == b':') else { return false };
+        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        let expected = self.username.as_bytes();
+        let user_ok = user.len() == expected.len()
+            && bool::from(user.iter().zip(expected).fold(subtle::Choice::from(1), |eq, (a, b)| {
+                eq & a.to_ascii_lowercase().ct_eq(&b.to_ascii_lowercase())
+            }));
+        let pass_ok: bool = self.password.expose().as_bytes().ct_eq(password).into();
+        user_ok & pass_ok
     }
 }
 
@@ -84,6 +124,38 @@ mod tests {
         assert!(!w.verify_header(None));
         assert!(!w.verify_header(Some("Bearer abc")));
         assert!(!w.verify_header(Some("Basic !!!")));
+    }
+
+    #[test]
+    fn verify_header_agrees_with_parse_and_match() {
+        let c = BasicCredentials::new("RpAdmin", "R3source#Key");
+        let long = BasicCredentials::new("RpAdmin", "x".repeat(1000));
+        let headers = [
+            c.header_value(),
+            BasicCredentials::new("rpadmin", "R3source#Key").header_value(),
+            BasicCredentials::new("rpadmin", "R3source#KeY").header_value(),
+            BasicCredentials::new("rpadmin2", "R3source#Key").header_value(),
+            BasicCredentials::new("rpadmi", "R3source#Key").header_value(),
+            BasicCredentials::new("RpAdmin", "").header_value(),
+            long.header_value(),
+            format!("  basic   {}  ", STANDARD.encode("RpAdmin:R3source#Key")),
+            format!("Basic {}", STANDARD.encode("RpAdminR3source#Key")),
+            format!("Basic {}", STANDARD.encode(b"RpAdmin:R3source#Key\xff")),
+            format!("Basic {}", STANDARD.encode("RpAdmin:R3source#Key:extra")),
+            "Basic".to_owned(),
+            "Basic !!!".to_owned(),
+            "Bearer abc".to_owned(),
+            String::new(),
+        ];
+        for credentials in [&c, &long] {
+            for h in &headers {
+                let reference = BasicCredentials::parse_header(h).is_some_and(|p| credentials.matches(&p));
+                assert_eq!(credentials.verify_header(Some(h)), reference, "{h:?}");
+            }
+        }
+        assert!(c.verify_header(Some(&headers[0])) && c.verify_header(Some(&headers[1])));
+        assert!(long.verify_header(Some(&headers[6])), "credentials longer than the stack buffer");
+        assert!(!c.verify_header(Some(&headers[2])) && !c.verify_header(Some(&headers[8])));
     }
 
     #[test]
