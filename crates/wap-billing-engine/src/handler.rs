@@ -24,7 +24,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::value::RawValue;
 use wap_types::{
     AdminSubscription, EventMethod, FeedKind, NotificationState, Plan, PlanAddon, PlanAddonReference,
     ResourceProviderReference, UsageRecord, WapDateTime,
@@ -101,7 +100,7 @@ pub struct EventContext<'a> {
     /// `NotificationEventTimeCreated`.
     pub time_created: Option<&'a WapDateTime>,
     /// The entity's JSON exactly as received (the `planAddons`/`planServices` shapes are guesses: look here).
-    pub raw_entity: &'a RawValue,
+    pub raw_entity: &'a str,
     /// Which call this is for the event in this run: 1, 2, … (`DependencyNotReady` answers count too).
     pub attempt: u32,
     /// The billing id the identity map holds for the entity's WAP id (plans, add-ons, subscriptions, add-on

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use wap_billing_engine::ledger::{AccountStanding, SqliteLedger};
 use wap_billing_engine::responder::{AddOnApproval, PricingResponder, SubscriptionApproval, SubscriptionApprover};
 use wap_billing_engine::{
@@ -19,11 +18,11 @@ async fn ledger() -> (SqliteLedger, tempfile::TempDir) {
     (SqliteLedger::open(dir.path().join("ledger.db")).await.unwrap(), dir)
 }
 
-fn raw() -> Box<RawValue> {
-    RawValue::from_string("{}".into()).unwrap()
+fn raw() -> &'static str {
+    "{}"
 }
 
-fn ctx<'a>(feed: FeedKind, event_id: i64, parent: Option<&'a str>, raw: &'a RawValue) -> EventContext<'a> {
+fn ctx<'a>(feed: FeedKind, event_id: i64, parent: Option<&'a str>, raw: &'a str) -> EventContext<'a> {
     EventContext {
         key: IdempotencyKey { feed, event_id },
         method: &EventMethod::Post,
@@ -70,13 +69,13 @@ fn record(id: i64, sub: &str, dbs: &str) -> UsageRecord {
 async fn seeded() -> (SqliteLedger, tempfile::TempDir) {
     let (l, dir) = ledger().await;
     let r = raw();
-    l.plan(&ctx(FeedKind::Plans, 1, None, &r), EntityChange::Created(&plan("Gold", Some("Gold Hosting"))))
+    l.plan(&ctx(FeedKind::Plans, 1, None, r), EntityChange::Created(&plan("Gold", Some("Gold Hosting"))))
         .await
         .unwrap();
     let addon = PlanAddon { id: "backup".into(), display_name: Some("Backup".into()), ..Default::default() };
-    l.addon(&ctx(FeedKind::Addons, 2, None, &r), EntityChange::Created(&addon)).await.unwrap();
+    l.addon(&ctx(FeedKind::Addons, 2, None, r), EntityChange::Created(&addon)).await.unwrap();
     l.subscription(
-        &ctx(FeedKind::Subscriptions, 3, None, &r),
+        &ctx(FeedKind::Subscriptions, 3, None, r),
         EntityChange::Created(&subscription("SUB-1", "gold", "ana@contoso.test")),
     )
     .await
@@ -90,7 +89,7 @@ async fn a_repeated_event_changes_nothing_and_a_patch_keeps_absent_members() {
     let r = raw();
     // The same key again, even with another entity: already applied, nothing changes.
     let renamed = plan("gold", Some("Renamed"));
-    l.plan(&ctx(FeedKind::Plans, 1, None, &r), EntityChange::Updated(&renamed)).await.unwrap();
+    l.plan(&ctx(FeedKind::Plans, 1, None, r), EntityChange::Updated(&renamed)).await.unwrap();
     let stats = l.stats();
     assert_eq!((stats.events_applied, stats.events_repeated), (3, 1));
     assert_eq!(l.repeated_deliveries().await.unwrap(), (1, 0), "kept in the database too");
@@ -99,14 +98,14 @@ async fn a_repeated_event_changes_nothing_and_a_patch_keeps_absent_members() {
 
     // A Patch without DisplayName keeps it; a new key applies.
     let patch = Plan { state: Some(wap_types::PlanState::Public), ..plan("GOLD", None) };
-    l.plan(&ctx(FeedKind::Plans, 10, None, &r), EntityChange::Patched(&patch)).await.unwrap();
+    l.plan(&ctx(FeedKind::Plans, 10, None, r), EntityChange::Patched(&patch)).await.unwrap();
     let invoice = l.invoice("SUB-1").await.unwrap().unwrap();
     assert_eq!(invoice.plan_name.as_deref(), Some("Gold Hosting"), "absent member unchanged");
     assert_eq!(l.applied_event_ids(FeedKind::Plans).await.unwrap(), vec![1, 10]);
 
     // A deleted subscription is kept for its invoice, marked deleted.
     let sub = AdminSubscription::with_id("sub-1");
-    l.subscription(&ctx(FeedKind::Subscriptions, 11, None, &r), EntityChange::Deleted(&sub)).await.unwrap();
+    l.subscription(&ctx(FeedKind::Subscriptions, 11, None, r), EntityChange::Deleted(&sub)).await.unwrap();
     let subs = l.subscriptions().await.unwrap();
     assert_eq!(subs.len(), 1);
     assert!(subs[0].deleted);
@@ -148,12 +147,12 @@ async fn unknown_subscriptions_wait_and_unreadable_meters_name_their_record() {
     let addon =
         PlanAddonReference { add_on_id: "backup".into(), add_on_instance_id: Some("i-1".into()), ..Default::default() };
     let err = l
-        .subscription_addon(&ctx(FeedKind::SubscriptionAddons, 20, Some("sub-2"), &r), EntityChange::Created(&addon))
+        .subscription_addon(&ctx(FeedKind::SubscriptionAddons, 20, Some("sub-2"), r), EntityChange::Created(&addon))
         .await
         .unwrap_err();
     assert!(err.is_dependency_not_ready(), "{err}");
     let err = l
-        .subscription_addon(&ctx(FeedKind::SubscriptionAddons, 21, None, &r), EntityChange::Created(&addon))
+        .subscription_addon(&ctx(FeedKind::SubscriptionAddons, 21, None, r), EntityChange::Created(&addon))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("EntityParentId"), "{err}");
@@ -220,13 +219,13 @@ async fn prices_and_invoices_come_from_the_price_list() {
             add_on_instance_id: Some(instance.into()),
             ..Default::default()
         };
-        l.subscription_addon(&ctx(FeedKind::SubscriptionAddons, id, Some("SUB-1"), &r), EntityChange::Created(&a))
+        l.subscription_addon(&ctx(FeedKind::SubscriptionAddons, id, Some("SUB-1"), r), EntityChange::Created(&a))
             .await
             .unwrap();
     }
     let removed =
         PlanAddonReference { add_on_id: "backup".into(), add_on_instance_id: Some("i-2".into()), ..Default::default() };
-    l.subscription_addon(&ctx(FeedKind::SubscriptionAddons, 32, Some("sub-1"), &r), EntityChange::Deleted(&removed))
+    l.subscription_addon(&ctx(FeedKind::SubscriptionAddons, 32, Some("sub-1"), r), EntityChange::Deleted(&removed))
         .await
         .unwrap();
     let records: Vec<UsageRecord> = (1..=4).map(|id| record(id, "sub-1", "3")).collect();

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod approver;
+mod auth;
 mod cache;
 mod config;
 mod pricing;

@@ -22,14 +22,12 @@ impl fmt::Display for BodyError {
 }
 
 /// A parsed approval call.
-// Built once per request and moved into the approver: boxing the large variant would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ParsedApproval {
-    /// A subscription event (A, B, E).
-    Subscription(UsageEvent<AdminSubscription>, ApprovalOperation),
+    /// A subscription event (A, B, E). Boxed: the request's futures move it several times before the approver.
+    Subscription(Box<UsageEvent<AdminSubscription>>, ApprovalOperation),
     /// An add-on event (C, D, add-on update).
-    AddOn(UsageEvent<PlanAddonReference>, ApprovalOperation),
+    AddOn(Box<UsageEvent<PlanAddonReference>>, ApprovalOperation),
 }
 
 impl ParsedApproval {
@@ -51,29 +49,29 @@ impl ParsedApproval {
 /// by shape and parsed once; errors name the JSON path of the bad member (`Entity.PlanId`).
 pub(crate) fn parse_approval(body: &[u8]) -> Result<ParsedApproval, BodyError> {
     // Fast path: most calls carry a subscription, and an entity that parses as one (it has the required
-    // `SubscriptionID`) is one by the shape rule, so parsing `UsageEvent<AdminSubscription>` directly gives what
-    // the general path gives, without reading the entity twice. Anything else takes the general path, which
+    // `SubscriptionID`) is one by the shape rule, so parsing `UsageEvent<AdminSubscription>` directly (in one pass
+    // over the entity) gives what the general path gives. Anything else takes the general path, which
     // classifies add-ons and names the bad member of a malformed body.
-    if let Ok(event) = serde_json::from_slice::<UsageEvent<AdminSubscription>>(wap_types::json::strip_bom(body)) {
+    if let Some(event) = UsageEvent::<AdminSubscription>::try_from_slice(body) {
         let operation = ApprovalOperation::for_subscription(&event.method);
-        return Ok(ParsedApproval::Subscription(event, operation));
+        return Ok(ParsedApproval::Subscription(Box::new(event), operation));
     }
     let request: ApprovalRequest =
         wap_types::json::from_slice(body).map_err(|e| BodyError { path: e.path, message: e.message })?;
     let operation = request.operation();
     Ok(match request.entity {
         ApprovalEntity::Subscription(_) => ParsedApproval::Subscription(
-            request.map_entity(|e| match e {
+            Box::new(request.map_entity(|e| match e {
                 ApprovalEntity::Subscription(s) => *s,
                 ApprovalEntity::AddOn(_) => AdminSubscription::default(),
-            }),
+            })),
             operation,
         ),
         ApprovalEntity::AddOn(_) => ParsedApproval::AddOn(
-            request.map_entity(|e| match e {
+            Box::new(request.map_entity(|e| match e {
                 ApprovalEntity::AddOn(a) => a,
                 ApprovalEntity::Subscription(_) => PlanAddonReference::default(),
-            }),
+            })),
             operation,
         ),
     })
@@ -106,7 +104,7 @@ mod tests {
                 (ParsedApproval::Subscription(e, _), ApprovalEntity::Subscription(s)) => {
                     assert_eq!(&e.entity, s.as_ref(), "{name}");
                     assert_eq!(e.entity_parent_id, reference.entity_parent_id);
-                    assert_eq!(e.raw_entity().get(), reference.raw_entity().get());
+                    assert_eq!(e.raw_entity(), reference.raw_entity());
                 }
                 (ParsedApproval::AddOn(e, _), ApprovalEntity::AddOn(a)) => {
                     assert_eq!(&e.entity, a, "{name}");

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use wap_types::{AddonPriceQuery, ApprovalOperation, Decision, PlanPriceQuery, PriceAnswer};
 
 use crate::approver::{AddOnApproval, SubscriptionApproval, SubscriptionApprover};
+use crate::auth::BasicCheck;
 use crate::cache::{DecisionCache, Lookup};
 use crate::config::{AuthMode, FailureMode, ResponderConfig, UnknownPriceStatus};
 use crate::pricing::{NoPricing, PricingResponder};
@@ -49,6 +50,8 @@ struct Inner<A, P> {
     config: ResponderConfig,
     base: Vec<String>,
     cache: DecisionCache,
+    /// `None` without authentication.
+    basic: Option<BasicCheck>,
 }
 
 /// Answers WAP's approval and pricing calls. Cheap to clone (shared state); serve it with [`serve`](crate::serve)
@@ -89,7 +92,11 @@ impl<A: SubscriptionApprover, P: PricingResponder> Responder<A, P> {
     fn build(approver: A, pricing: P, has_pricing: bool, config: ResponderConfig) -> Self {
         let cache = DecisionCache::new(config.idempotency_window, config.idempotency_capacity);
         let base = config.base_segments();
-        Responder { inner: Arc::new(Inner { approver, pricing, has_pricing, config, base, cache }) }
+        let basic = match &config.auth {
+            AuthMode::Basic(credentials) => Some(BasicCheck::new(credentials)),
+            AuthMode::None => None,
+        };
+        Responder { inner: Arc::new(Inner { approver, pricing, has_pricing, config, base, cache, basic }) }
     }
 
     /// The configuration.
@@ -203,9 +210,9 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             response.headers_mut().insert(ALLOW, HeaderValue::from_static(route.allow_header()));
             return response;
         }
-        if let AuthMode::Basic(credentials) = &self.config.auth {
-            let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if !credentials.verify_header(header) {
+        if let Some(basic) = &self.basic {
+            let header = request.headers().get(AUTHORIZATION);
+            if !basic.verify(header) {
                 tracing::warn!(
                     path = request.uri().path(),
                     authorization_present = header.is_some(),
@@ -332,16 +339,16 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         let call = async {
             match (approval, operation) {
                 (ParsedApproval::Subscription(event, ApprovalOperation::CreateSubscription), _) => {
-                    self.approver.create_subscription(SubscriptionApproval::new(event)).await
+                    self.approver.create_subscription(SubscriptionApproval::new(*event)).await
                 }
                 (ParsedApproval::Subscription(event, ApprovalOperation::DeleteSubscription), _) => {
-                    self.approver.delete_subscription(SubscriptionApproval::new(event)).await
+                    self.approver.delete_subscription(SubscriptionApproval::new(*event)).await
                 }
                 (ParsedApproval::AddOn(event, ApprovalOperation::CreateSubscriptionAddOn), _) => {
-                    self.approver.create_subscription_addon(AddOnApproval::new(event)).await
+                    self.approver.create_subscription_addon(AddOnApproval::new(*event)).await
                 }
                 (ParsedApproval::AddOn(event, ApprovalOperation::DeleteSubscriptionAddOn), _) => {
-                    self.approver.delete_subscription_addon(AddOnApproval::new(event)).await
+                    self.approver.delete_subscription_addon(AddOnApproval::new(*event)).await
                 }
                 // Updates (never sent here: approved before) and impossible pairs.
                 _ => Ok(Decision::Approve),

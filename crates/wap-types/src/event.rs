@@ -34,14 +34,13 @@ pub struct UsageEvent<T> {
     pub notification_event_time_created: Option<WapDateTime>,
     /// Unknown envelope members (e.g. `CorrelationId`), kept and written back.
     pub extra: Extra,
-    raw_entity: Box<RawValue>,
+    raw_entity: Box<str>,
 }
 
 impl<T: serde::Serialize> UsageEvent<T> {
     /// A new event; its raw entity JSON is the serialized `entity`.
     pub fn new(event_id: i64, state: NotificationState, method: EventMethod, entity: T) -> Self {
-        let raw_entity = serde_json::value::to_raw_value(&entity)
-            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"));
+        let raw_entity = serde_json::to_string(&entity).unwrap_or_else(|_| "null".to_owned()).into_boxed_str();
         UsageEvent {
             event_id,
             state,
@@ -68,16 +67,17 @@ impl<T: serde::Serialize> UsageEvent<T> {
 
     /// Replaces the entity (and its raw JSON).
     pub fn set_entity(&mut self, entity: T) {
-        if let Ok(raw) = serde_json::value::to_raw_value(&entity) {
-            self.raw_entity = raw;
+        if let Ok(raw) = serde_json::to_string(&entity) {
+            self.raw_entity = raw.into_boxed_str();
         }
         self.entity = entity;
     }
 }
 
 impl<T> UsageEvent<T> {
-    /// The entity's JSON text as received (or as serialized, for events built in code).
-    pub fn raw_entity(&self) -> &RawValue {
+    /// The entity's JSON text as received (or as serialized, for events built in code): always one valid JSON
+    /// value (`serde_json::value::RawValue::from_string` accepts it).
+    pub fn raw_entity(&self) -> &str {
         &self.raw_entity
     }
 
@@ -194,14 +194,14 @@ struct EntitySeed<T>(PhantomData<T>);
 pub(crate) const NESTED_PATH_PREFIX: &str = "nested path `";
 
 impl<'de, T: DeserializeOwned> de::DeserializeSeed<'de> for EntitySeed<T> {
-    type Value = (T, Box<RawValue>);
+    type Value = (T, Box<str>);
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let raw = match Option::<Box<RawValue>>::deserialize(d)? {
             Some(raw) if raw.get() != "null" => raw,
             _ => return Err(de::Error::custom("`Entity` is null")),
         };
         if let Ok(entity) = serde_json::from_str::<T>(raw.get()) {
-            return Ok((entity, raw));
+            return Ok((entity, raw.into()));
         }
         // Failed: parse again with path tracking to name the bad member.
         let mut inner = serde_json::Deserializer::from_str(raw.get());
@@ -213,7 +213,139 @@ impl<'de, T: DeserializeOwned> de::DeserializeSeed<'de> for EntitySeed<T> {
                 de::Error::custom(format_args!("{NESTED_PATH_PREFIX}{path}`: {}", e.into_inner()))
             }
         })?;
-        Ok((entity, raw))
+        Ok((entity, raw.into()))
+    }
+}
+
+impl<T: DeserializeOwned> UsageEvent<T> {
+    /// Parses one event from JSON bytes (a UTF-8 BOM is tolerated); an error names the JSON path of the bad member.
+    ///
+    /// Faster than deserializing through serde ([`crate::json::from_slice`], same result): the entity is parsed
+    /// once, its raw text taken from the input (see [`UsageEvent::try_from_slice`]).
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, crate::json::JsonError> {
+        match UsageEvent::try_from_slice(bytes) {
+            Some(event) => Ok(event),
+            None => crate::json::from_slice(bytes),
+        }
+    }
+
+    /// Parses one event from JSON bytes in a single pass over the entity, or `None` if the bytes are not such an
+    /// event (or a member name is written with escapes); [`UsageEvent::from_slice`] then explains the problem.
+    ///
+    /// The envelope is read member by member, each value with its own `Deserialize` (the rules of the serde path:
+    /// names in any case, unknown members kept, a later duplicate wins), and the entity's raw text is the exact
+    /// range of input the typed entity was parsed from, so it is not read twice.
+    pub fn try_from_slice(bytes: &[u8]) -> Option<Self> {
+        single_pass::parse(crate::json::strip_bom(bytes))
+    }
+}
+
+/// The hand-driven envelope reader behind [`UsageEvent::try_from_slice`].
+mod single_pass {
+    use serde::de::DeserializeOwned;
+    use serde::Deserialize;
+
+    use super::{EnvelopeField, UsageEvent};
+    use crate::wire::Extra;
+
+    fn skip_ws(b: &[u8], mut i: usize) -> usize {
+        while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            i += 1;
+        }
+        i
+    }
+
+    /// One JSON value of type `V` starting at `at` (after whitespace): the value and the offset just past it.
+    /// Read from text already checked to be UTF-8, so strings are not checked again one by one.
+    fn value<'de, V: Deserialize<'de>>(text: &'de str, at: usize) -> Option<(V, usize)> {
+        let mut values = serde_json::Deserializer::from_str(text.get(at..)?).into_iter::<V>();
+        let value = values.next()?.ok()?;
+        Some((value, at + values.byte_offset()))
+    }
+
+    pub(super) fn parse<T: DeserializeOwned>(b: &[u8]) -> Option<UsageEvent<T>> {
+        let text = std::str::from_utf8(b).ok()?;
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let (mut event_id, mut state, mut method, mut entity, mut parent, mut created) =
+            (None, None, None, None, None, None);
+        let mut extra = Extra::new();
+        if b.get(i) == Some(&b'}') {
+            return None; // no members: the serde path names the first missing one
+        }
+        loop {
+            let (key, next) = value::<&str>(text, i)?;
+            i = skip_ws(b, next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            i = match EnvelopeField::from_key(key) {
+                EnvelopeField::EventId => {
+                    let (v, n) = value(text, i)?;
+                    event_id = Some(v);
+                    n
+                }
+                EnvelopeField::State => {
+                    let (v, n) = value(text, i)?;
+                    state = Some(v);
+                    n
+                }
+                EnvelopeField::Method => {
+                    let (v, n) = value(text, i)?;
+                    method = Some(v);
+                    n
+                }
+                EnvelopeField::Entity => {
+                    if b[i..].starts_with(b"null") {
+                        return None; // "`Entity` is null"
+                    }
+                    let (typed, end) = value::<T>(text, i)?;
+                    entity = Some((typed, text.get(i..end)?));
+                    end
+                }
+                EnvelopeField::EntityParentId => {
+                    let (v, n) = value(text, i)?;
+                    parent = Some(v);
+                    n
+                }
+                EnvelopeField::TimeCreated => {
+                    let (v, n) = value(text, i)?;
+                    created = Some(v);
+                    n
+                }
+                EnvelopeField::Other(name) => {
+                    let (v, n) = value::<serde_json::Value>(text, i)?;
+                    extra.insert(name, v);
+                    n
+                }
+            };
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+        if skip_ws(b, i + 1) != b.len() {
+            return None; // trailing characters
+        }
+        let (entity, raw) = entity?;
+        let parent: Option<Option<String>> = parent;
+        let created: Option<Option<crate::WapDateTime>> = created;
+        Some(UsageEvent {
+            event_id: event_id?,
+            state: state?,
+            method: method?,
+            entity,
+            entity_parent_id: parent.flatten(),
+            notification_event_time_created: created.flatten(),
+            extra,
+            raw_entity: raw.into(),
+        })
     }
 }
 
@@ -229,7 +361,7 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for UsageEvent<T> {
                 let mut event_id = None;
                 let mut state = None;
                 let mut method = None;
-                let mut entity: Option<(T, Box<RawValue>)> = None;
+                let mut entity: Option<(T, Box<str>)> = None;
                 let mut parent = None;
                 let mut created = None;
                 let mut extra = Extra::new();

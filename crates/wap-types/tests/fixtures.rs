@@ -237,7 +237,7 @@ fn plan_events_keep_patch_partial_and_unknown_members() {
     assert_eq!(events[1].entity.price.as_deref(), Some("9.90"));
     assert_eq!(events[0].entity.service_quotas.or_empty()[1].settings.or_empty().len(), 2);
     assert!(events[1].entity.service_quotas.or_empty()[0].settings.or_empty().is_empty());
-    assert!(events[2].raw_entity().get().contains("\"State\": 1"));
+    assert!(events[2].raw_entity().contains("\"State\": 1"));
 }
 
 #[test]

@@ -118,7 +118,7 @@ proptest! {
         let bytes = serde_json::to_vec(&event).unwrap();
         let back: UsageEvent<AdminSubscription> = json::from_slice(&bytes).unwrap();
         prop_assert_eq!(&back, &event);
-        let raw: serde_json::Value = serde_json::from_str(back.raw_entity().get()).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(back.raw_entity()).unwrap();
         prop_assert_eq!(raw, serde_json::to_value(&event.entity).unwrap());
     }
 }
