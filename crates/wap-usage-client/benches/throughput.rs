@@ -3,7 +3,9 @@
 //! end to end at least half the in-process rate.
 //!
 //! `cargo bench -p wap-usage-client --bench throughput` (set `RECORDS` to change the 200,000 records pulled per
-//! run; each figure is the best of 7 runs). End to end is measured with the streams' default prefetching
+//! run, `BATCHES=1000` to measure one batch size). Each of 9 rounds measures every column once, in turn; rates are medians over the rounds, ratios are taken
+//! within each round (against that round's in-process rate) and their median reported, with the lowest and highest
+//! for the default. End to end is measured with the streams' default prefetching
 //! (`Prefetch::NextPage`), with `Prefetch::Speculative`, and strictly one request at a time (`Prefetch::Off`);
 //! ratio = end to end (default) / in-process, then the same for the other two. "Server only" is the same requests
 //! without parsing (simulator + HTTP), for context: the simulator serialises in the same process, on the same cores.
@@ -16,7 +18,7 @@ use wap_sim::{DatasetSpec, WapSim};
 use wap_types::{FeedKind, StartId, UsageRecord};
 use wap_usage_client::{Prefetch, RetryPolicy, UsageClient};
 
-const RUNS: usize = 7;
+const RUNS: usize = 9;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -76,9 +78,11 @@ async fn static_server(pages: HashMap<i64, bytes::Bytes>) -> (std::net::SocketAd
 async fn run(records: u64) {
     let sim = WapSim::builder().seed(3).dataset(DatasetSpec::with_usage_records(records)).start().await.unwrap();
     let total = sim.usage_count();
-    println!("wap-usage-client throughput: {total} usage records from wap-sim over loopback HTTP, best of {RUNS}");
     println!(
-        "{:>6} | {:>13} | {:>13} | {:>13} | {:>13} | {:>12} | {:>13} | {:>5} | {:>5} | {:>5} | {:>6} | {:>5}",
+        "wap-usage-client throughput: {total} usage records from wap-sim over loopback HTTP; medians of {RUNS} rounds, ratios taken within each round"
+    );
+    println!(
+        "{:>6} | {:>13} | {:>13} | {:>13} | {:>13} | {:>12} | {:>13} | {:>5} | {:>5} | {:>5} | {:>6} | {:>5} | {:<11}",
         "batch",
         "e2e default/s",
         "e2e specul./s",
@@ -90,9 +94,14 @@ async fn run(records: u64) {
         "spec.",
         "1-by-1",
         "static",
-        "MiB/p"
+        "MiB/p",
+        "ratio range"
     );
-    for batch in [100u32, 1_000, 10_000] {
+    let batches: Vec<u32> = match std::env::var("BATCHES") {
+        Ok(list) => list.split(',').filter_map(|b| b.trim().parse().ok()).collect(),
+        Err(_) => vec![100, 1_000, 10_000],
+    };
+    for batch in batches {
         let client = UsageClient::builder()
             .base_url(sim.usage_service_url())
             .basic_credentials(sim.credentials())
@@ -101,28 +110,7 @@ async fn run(records: u64) {
             .build()
             .unwrap();
 
-        // end to end: HTTP request, body, typed parse, sort/filter, stream items; with the default prefetching and
-        // strictly one request at a time
-        let mut best_e2e = [Duration::MAX; 3];
-        for _ in 0..RUNS {
-            for (slot, prefetch) in [(0, Prefetch::NextPage), (1, Prefetch::Speculative), (2, Prefetch::Off)] {
-                let t = Instant::now();
-                let mut n = 0u64;
-                let mut checksum = 0i64;
-                let mut stream = client.usage().with_prefetch(prefetch).stream_from(StartId::BEGINNING);
-                while let Some(item) = stream.next().await {
-                    let item = item.unwrap();
-                    checksum = checksum.wrapping_add(item.item.event_id);
-                    n += 1;
-                }
-                let elapsed = t.elapsed();
-                assert_eq!(n, total);
-                std::hint::black_box(checksum);
-                best_e2e[slot] = best_e2e[slot].min(elapsed);
-            }
-        }
-
-        // the same bytes, fetched once, parsed in process
+        // the bytes of every page, fetched once, for the in-process parse and the static server
         let mut bodies = Vec::new();
         let mut starts = Vec::new();
         let mut start = StartId::BEGINNING;
@@ -135,31 +123,6 @@ async fn run(records: u64) {
             bodies.push(body);
         }
         let bytes: usize = bodies.iter().map(|b| b.len()).sum();
-
-        // the server side alone: the same requests, bodies not parsed (simulator + HTTP, for context)
-        let mut best_raw = Duration::MAX;
-        for _ in 0..RUNS {
-            let t = Instant::now();
-            for (start, body) in starts.iter().zip(&bodies) {
-                let fetched = client.raw_page(FeedKind::Usage, *start, batch).await.unwrap();
-                assert_eq!(fetched.len(), body.len());
-            }
-            best_raw = best_raw.min(t.elapsed());
-        }
-        let mut best_parse = Duration::MAX;
-        for _ in 0..RUNS {
-            let t = Instant::now();
-            let mut n = 0u64;
-            for body in &bodies {
-                let page: Vec<UsageRecord> = wap_types::json::page_from_slice(body).unwrap();
-                n += page.len() as u64;
-                std::hint::black_box(&page);
-            }
-            assert_eq!(n, total);
-            best_parse = best_parse.min(t.elapsed());
-        }
-
-        // the client alone: the same bytes served by a minimal loopback server that only looks them up
         let pages: HashMap<i64, bytes::Bytes> = starts.iter().map(|s| s.get()).zip(bodies.iter().cloned()).collect();
         let (addr, server) = static_server(pages).await;
         let static_client = UsageClient::builder()
@@ -169,8 +132,45 @@ async fn run(records: u64) {
             .retry_policy(RetryPolicy::disabled())
             .build()
             .unwrap();
-        let mut best_static = Duration::MAX;
+
+        // Every round measures everything once, one after the other, so that a change in machine load hits all
+        // alike; the ratios are taken within each round and their median reported.
+        let mut rounds: Vec<[Duration; 6]> = Vec::new();
         for _ in 0..RUNS {
+            let mut round = [Duration::ZERO; 6];
+            // the limit: typed parsing of the same bytes in process
+            let t = Instant::now();
+            let mut n = 0u64;
+            for body in &bodies {
+                let page: Vec<UsageRecord> = wap_types::json::page_from_slice(body).unwrap();
+                n += page.len() as u64;
+                std::hint::black_box(&page);
+            }
+            assert_eq!(n, total);
+            round[0] = t.elapsed();
+            // end to end: HTTP request, body, typed parse, sort/filter, stream items
+            for (slot, prefetch) in [(1, Prefetch::NextPage), (2, Prefetch::Speculative), (3, Prefetch::Off)] {
+                let t = Instant::now();
+                let mut n = 0u64;
+                let mut checksum = 0i64;
+                let mut stream = client.usage().with_prefetch(prefetch).stream_from(StartId::BEGINNING);
+                while let Some(item) = stream.next().await {
+                    let item = item.unwrap();
+                    checksum = checksum.wrapping_add(item.item.event_id);
+                    n += 1;
+                }
+                round[slot] = t.elapsed();
+                assert_eq!(n, total);
+                std::hint::black_box(checksum);
+            }
+            // the server side alone: the same requests, bodies not parsed (simulator + HTTP, for context)
+            let t = Instant::now();
+            for (start, body) in starts.iter().zip(&bodies) {
+                let fetched = client.raw_page(FeedKind::Usage, *start, batch).await.unwrap();
+                assert_eq!(fetched.len(), body.len());
+            }
+            round[4] = t.elapsed();
+            // the client alone: the same bytes served by a minimal loopback server that only looks them up
             let t = Instant::now();
             let mut stream = static_client.usage().stream_from(StartId::BEGINNING);
             let mut n = 0u64;
@@ -179,28 +179,37 @@ async fn run(records: u64) {
                 n += 1;
             }
             assert_eq!(n, total);
-            best_static = best_static.min(t.elapsed());
+            round[5] = t.elapsed();
+            rounds.push(round);
         }
         server.abort();
-
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
         let rate = |d: Duration| total as f64 / d.as_secs_f64();
-        let (next, speculative, one) = (rate(best_e2e[0]), rate(best_e2e[1]), rate(best_e2e[2]));
-        let client_only = rate(best_static);
-        let parse = rate(best_parse);
-        let raw = rate(best_raw);
+        let rate_of = |slot: usize| median(rounds.iter().map(|r| rate(r[slot])).collect());
+        // per-round ratio to the in-process rate of the same round
+        let ratio_of =
+            |slot: usize| median(rounds.iter().map(|r| r[0].as_secs_f64() / r[slot].as_secs_f64()).collect());
+        let range_of = |slot: usize| {
+            let ratios: Vec<f64> = rounds.iter().map(|r| r[0].as_secs_f64() / r[slot].as_secs_f64()).collect();
+            (ratios.iter().copied().fold(f64::INFINITY, f64::min), ratios.iter().copied().fold(0.0, f64::max))
+        };
+        let (low, high) = range_of(1);
         println!(
-            "{:>6} | {:>13.0} | {:>13.0} | {:>13.0} | {:>13.0} | {:>12.0} | {:>13.0} | {:>5.2} | {:>5.2} | {:>5.2} | {:>6.2} | {:>5.2}",
+            "{:>6} | {:>13.0} | {:>13.0} | {:>13.0} | {:>13.0} | {:>12.0} | {:>13.0} | {:>5.2} | {:>5.2} | {:>5.2} | {:>6.2} | {:>5.2} | {low:.2}-{high:.2}",
             batch,
-            next,
-            speculative,
-            one,
-            parse,
-            raw,
-            client_only,
-            next / parse,
-            speculative / parse,
-            one / parse,
-            client_only / parse,
+            rate_of(1),
+            rate_of(2),
+            rate_of(3),
+            rate_of(0),
+            rate_of(4),
+            rate_of(5),
+            ratio_of(1),
+            ratio_of(2),
+            ratio_of(3),
+            ratio_of(5),
             bytes as f64 / bodies.len() as f64 / 1_048_576.0
         );
     }

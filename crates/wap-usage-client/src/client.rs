@@ -306,10 +306,10 @@ impl UsageClient {
                 async move {
                     if announced {
                         // The announcement woke the stream on this worker thread, in a slot other workers cannot
-                        // take from: let it send the next request before this page's long parse holds the thread.
+                        // take from: let it send the next request before this page is parsed here.
                         tokio::task::yield_now().await;
                     }
-                    parse_page(&body, url)
+                    parse_page_cooperatively(&body, url).await
                 }
             })
             .await?;
@@ -455,6 +455,58 @@ fn highest_event_id(body: &[u8]) -> Option<i64> {
     records.iter().filter_map(|r| r.0).max()
 }
 
+/// While streaming, a page is parsed in slices of about this many bytes (some 100 usage records, 100-200 µs),
+/// yielding to the runtime between slices: a large page takes milliseconds to parse, and holding the worker thread
+/// that long would also hold back the I/O the next page waits for (the runtime polls for I/O between tasks).
+const PARSE_SLICE_BYTES: usize = 48 * 1024;
+
+/// [`parse_page`], yielding to the runtime every [`PARSE_SLICE_BYTES`]. Elements are read one by one from the
+/// array with their own `Deserialize`, as `parse_page` reads them; anything unusual (not an array, invalid UTF-8,
+/// a bad element) is handed to `parse_page`, whose answer (and error) is then the result.
+async fn parse_page_cooperatively<T: serde::de::DeserializeOwned>(body: &[u8], url: &Url) -> Result<Vec<T>, Error> {
+    let bytes = wap_types::json::strip_bom(body);
+    if bytes.len() < 2 * PARSE_SLICE_BYTES {
+        return parse_page(body, url);
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else { return parse_page(body, url) };
+    let skip_ws = |mut i: usize| {
+        while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_ws(0);
+    if bytes.get(i) != Some(&b'[') {
+        return parse_page(body, url);
+    }
+    i = skip_ws(i + 1);
+    let mut items = Vec::new();
+    let mut slice_start = i;
+    if bytes.get(i) != Some(&b']') {
+        loop {
+            let mut element = serde_json::Deserializer::from_str(&text[i..]).into_iter::<T>();
+            match element.next() {
+                Some(Ok(item)) => items.push(item),
+                _ => return parse_page(body, url),
+            }
+            i = skip_ws(i + element.byte_offset());
+            match bytes.get(i) {
+                Some(b',') => i = skip_ws(i + 1),
+                Some(b']') => break,
+                _ => return parse_page(body, url),
+            }
+            if i - slice_start >= PARSE_SLICE_BYTES {
+                tokio::task::yield_now().await;
+                slice_start = i;
+            }
+        }
+    }
+    if skip_ws(i + 1) != bytes.len() {
+        return parse_page(body, url); // trailing characters
+    }
+    Ok(items)
+}
+
 pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(body: &[u8], url: &Url) -> Result<Vec<T>, Error> {
     wap_types::json::page_from_slice::<T>(body).map_err(|source| {
         let kind = if source.is_eof {
@@ -557,6 +609,67 @@ mod tests {
         assert_eq!(kind_of(br#"[{"EventId": "one"}]"#), DecodeErrorKind::WrongType);
         assert!(parse_page::<wap_types::UsageRecord>(b"  \n ", &url()).unwrap().is_empty());
         assert!(parse_page::<wap_types::UsageRecord>(b"\xEF\xBB\xBF[]", &url()).unwrap().is_empty());
+    }
+
+    /// A page of `n` usage records as WAP writes them, with the spacing of `separator`.
+    fn big_page(n: usize, separator: &str) -> Vec<u8> {
+        let record = |i: usize| {
+            format!(
+                r#"{{"EventId":{i},"ExternalRecordId":"r-{i}","ResourceId":"VM","SubscriptionId":"s-{}","StartTime":"2015-06-02T08:00:00","EndTime":"2015-06-02T09:00:00","Amount":"{i}.5","Region":"Europe","ServiceType":"vm","Properties":{{"Note":"caf\u00e9 \"{i}\""}}}}"#,
+                i % 7
+            )
+        };
+        let items: Vec<String> = (1..=n).map(record).collect();
+        format!("{separator}[{separator}{}{separator}]{separator}", items.join(&format!("{separator},{separator}")))
+            .into_bytes()
+    }
+
+    /// Both parsers on `body`: the same records, or errors of the same kind.
+    async fn same_answer(body: &[u8]) -> Option<usize> {
+        let reference = parse_page::<wap_types::UsageRecord>(body, &url());
+        let cooperative = parse_page_cooperatively::<wap_types::UsageRecord>(body, &url()).await;
+        match (reference, cooperative) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a, b);
+                Some(a.len())
+            }
+            (Err(Error::Decode { kind: a, .. }), Err(Error::Decode { kind: b, .. })) => {
+                assert_eq!(a, b);
+                None
+            }
+            (a, b) => panic!("different answers: {a:?} / {b:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cooperative_parsing_reads_exactly_what_parse_page_reads() {
+        for separator in ["", " ", "\r\n  "] {
+            let page = big_page(1_000, separator);
+            assert!(page.len() > 4 * PARSE_SLICE_BYTES, "large enough to be parsed in slices");
+            assert_eq!(same_answer(&page).await, Some(1_000));
+            let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+            with_bom.extend_from_slice(&page);
+            assert_eq!(same_answer(&with_bom).await, Some(1_000));
+        }
+        assert_eq!(same_answer(&big_page(3, "")).await, Some(3), "small pages take the plain path");
+        let page = big_page(1_000, "");
+        // truncated, trailing characters, a bad element late in the page, a doubled comma, invalid UTF-8
+        assert_eq!(same_answer(&page[..page.len() - 40]).await, None);
+        let mut trailing = page.clone();
+        trailing.extend_from_slice(b" x");
+        assert_eq!(same_answer(&trailing).await, None);
+        let text = String::from_utf8(page.clone()).unwrap();
+        let wrong_type = text.replacen(r#""EventId":900,"#, r#""EventId":"nine hundred","#, 1);
+        assert_ne!(wrong_type, text);
+        assert_eq!(same_answer(wrong_type.as_bytes()).await, None);
+        let doubled = text.replacen("},{", "},,{", 1);
+        assert_eq!(same_answer(doubled.as_bytes()).await, None);
+        let mut invalid = page.clone();
+        let at = invalid.len() / 2;
+        invalid[at] = 0xff;
+        assert_eq!(same_answer(&invalid).await, None);
+        let object = format!(r#"{{"items":{text}}}"#);
+        assert_eq!(same_answer(object.as_bytes()).await, None);
     }
 
     #[test]
