@@ -33,6 +33,7 @@ use wap_types::FeedKind;
 use crate::faults::FaultKind;
 use crate::log::RequestLogEntry;
 use crate::sim::Inner;
+use crate::usage::PageItem;
 
 /// Boxed error of a response body.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -226,7 +227,12 @@ pub(crate) fn build_page(inner: &Inner, feed: FeedKind, start_id: i64, limit: us
             if i > 0 {
                 buf.push(b',');
             }
-            let _ = serde_json::to_writer(&mut buf, &item.to_record(&generator));
+            match item {
+                PageItem::Generated(id) => generator.write_json(*id, &mut buf),
+                PageItem::Stored(record) => {
+                    let _ = serde_json::to_writer(&mut buf, &**record);
+                }
+            }
         }
         buf.push(b']');
         (buf, items.len())

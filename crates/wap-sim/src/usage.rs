@@ -2,10 +2,11 @@
 //! integers; records appended at run time (collector, [`WapSim::append_usage`](crate::WapSim::append_usage)) are
 //! kept as typed records. No JSON text is held: pages are serialised when asked for.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
-use wap_types::{StringMap, UsageRecord};
+use wap_types::UsageRecord;
 
 use crate::ids::{guid, hash3};
 use crate::time::wap_time;
@@ -94,8 +95,8 @@ impl UsageGenerator {
         1 + (secs + step - 1) / step
     }
 
-    /// Generated record `id`.
-    pub(crate) fn record(&self, id: i64) -> UsageRecord {
+    /// What generated record `id` is made of.
+    fn parts(&self, id: i64) -> RecordParts<'_> {
         let h = hash3(self.seed, STREAM_RECORD, id as u64);
         let m = |k: u64| hash3(self.seed, STREAM_METER ^ (k << 8), id as u64);
         let subject = if self.subjects.is_empty() {
@@ -104,19 +105,17 @@ impl UsageGenerator {
             Some(&self.subjects[(h % self.subjects.len() as u64) as usize])
         };
         let (subscription_id, provider, resource) = match subject {
-            Some(s) => (s.subscription_id.clone(), s.provider, s.resource.as_str()),
-            None => (guid(self.seed, 0x5EED), Provider::ALL[(h % 4) as usize], "default"),
+            Some(s) => (Cow::Borrowed(s.subscription_id.as_str()), s.provider, s.resource.as_str()),
+            None => (Cow::Owned(guid(self.seed, 0x5EED)), Provider::ALL[(h % 4) as usize], "default"),
         };
-        let start = self.start_of(id);
-        let end = start + TimeDelta::hours(1);
-        let mut resources = StringMap::new();
+        let mut resources = Meters::default();
         let mut properties = None;
         let (service_type, resource_id) = match provider {
             Provider::Sql | Provider::MySql => {
                 let dbs = 1 + m(1) % 5;
                 let space = 1024 * (1 + m(2) % 10);
-                resources.insert("TotalAllottedSpace".into(), space.to_string());
-                resources.insert("DatabaseCount".into(), dbs.to_string());
+                resources.push("TotalAllottedSpace", Meter::Whole(space));
+                resources.push("DatabaseCount", Meter::Whole(dbs));
                 ("Default", None)
             }
             Provider::Web => {
@@ -131,34 +130,178 @@ impl UsageGenerator {
                 .into_iter()
                 .enumerate()
                 {
-                    resources.insert(key.into(), decimal(m(10 + k as u64) % 5000));
+                    resources.push(key, Meter::Hundredths(m(10 + k as u64) % 5000));
                 }
                 let mode = if h & 0x10 == 0 { "Shared" } else { "Dedicated" };
-                properties =
-                    Some([("SiteName", resource.to_owned()), ("ComputeMode", mode.to_owned())].into_iter().collect());
-                (mode, Some(resource.to_owned()))
+                properties = Some((resource, mode));
+                (mode, Some(resource))
             }
             Provider::Vm => {
                 let cpus = 1u64 << (m(20) % 4);
-                resources.insert("CPUAllocationCount".into(), cpus.to_string());
-                resources.insert("MemoryAllocatedMB".into(), (cpus * 1792).to_string());
-                resources.insert("DiskAllocatedGB".into(), (40 + 20 * (m(21) % 10)).to_string());
-                resources.insert("CPUPercentUtilization".into(), decimal(m(22) % 10_000));
-                ("Default", Some(resource.to_owned()))
+                resources.push("CPUAllocationCount", Meter::Whole(cpus));
+                resources.push("MemoryAllocatedMB", Meter::Whole(cpus * 1792));
+                resources.push("DiskAllocatedGB", Meter::Whole(40 + 20 * (m(21) % 10)));
+                resources.push("CPUPercentUtilization", Meter::Hundredths(m(22) % 10_000));
+                ("Default", Some(resource))
             }
         };
-        UsageRecord {
-            event_id: id,
-            external_record_id: Some((1 + (h >> 20) % 9_000_000).to_string()),
+        // in the order a `StringMap` (sorted by key) writes them
+        resources.entries[..resources.len].sort_unstable_by_key(|(key, _)| *key);
+        RecordParts {
+            external_record_id: 1 + (h >> 20) % 9_000_000,
             resource_id,
-            start_time: wap_time(start, 0),
-            end_time: wap_time(end, 0),
-            provider_name: Some(provider.name().to_owned()),
-            service_type: Some(service_type.to_owned()),
+            start: self.start_of(id),
+            provider,
+            service_type,
             subscription_id,
             properties,
             resources,
+        }
+    }
+
+    /// Generated record `id`.
+    pub(crate) fn record(&self, id: i64) -> UsageRecord {
+        let p = self.parts(id);
+        let site_and_mode = |(site, mode): (&str, &str)| {
+            [("SiteName", site.to_owned()), ("ComputeMode", mode.to_owned())].into_iter().collect()
+        };
+        UsageRecord {
+            event_id: id,
+            external_record_id: Some(p.external_record_id.to_string()),
+            resource_id: p.resource_id.map(str::to_owned),
+            start_time: wap_time(p.start, 0),
+            end_time: wap_time(p.start + TimeDelta::hours(1), 0),
+            provider_name: Some(p.provider.name().to_owned()),
+            service_type: Some(p.service_type.to_owned()),
+            subscription_id: p.subscription_id.into_owned(),
+            properties: p.properties.map(site_and_mode),
+            resources: p.resources.entries[..p.resources.len]
+                .iter()
+                .map(|(key, meter)| ((*key).to_owned(), meter.to_string()))
+                .collect(),
             extra: Default::default(),
+        }
+    }
+
+    /// Appends generated record `id` as JSON to `out`: the bytes `serde_json` writes for [`Self::record`], without
+    /// building the record (the Usage Service's pages are mostly this).
+    pub(crate) fn write_json(&self, id: i64, out: &mut Vec<u8>) {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        fn number(out: &mut Vec<u8>, n: impl serde::Serialize) {
+            let _ = serde_json::to_writer(&mut *out, &n);
+        }
+        let p = self.parts(id);
+        out.extend_from_slice(b"{\"EventId\":");
+        number(out, id);
+        out.extend_from_slice(b",\"ExternalRecordId\":\"");
+        number(out, p.external_record_id);
+        out.extend_from_slice(b"\",\"ResourceId\":");
+        match p.resource_id {
+            Some(r) => string(out, r),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"StartTime\":");
+        let _ = serde_json::to_writer(&mut *out, &wap_time(p.start, 0));
+        out.extend_from_slice(b",\"EndTime\":");
+        let _ = serde_json::to_writer(&mut *out, &wap_time(p.start + TimeDelta::hours(1), 0));
+        out.extend_from_slice(b",\"ProviderName\":");
+        string(out, p.provider.name());
+        out.extend_from_slice(b",\"ServiceType\":");
+        string(out, p.service_type);
+        out.extend_from_slice(b",\"SubscriptionId\":");
+        string(out, &p.subscription_id);
+        out.extend_from_slice(b",\"Properties\":");
+        match p.properties {
+            Some((site, mode)) => {
+                out.extend_from_slice(b"{\"ComputeMode\":");
+                string(out, mode);
+                out.extend_from_slice(b",\"SiteName\":");
+                string(out, site);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"Resources\":{");
+        for (i, (key, meter)) in p.resources.entries[..p.resources.len].iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, key);
+            out.extend_from_slice(b":\"");
+            meter.write(out);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"}}");
+    }
+}
+
+/// What a generated record is made of (borrowed from the generator where it can be).
+struct RecordParts<'a> {
+    external_record_id: u64,
+    resource_id: Option<&'a str>,
+    start: DateTime<Utc>,
+    provider: Provider,
+    service_type: &'static str,
+    subscription_id: Cow<'a, str>,
+    /// `SiteName` and `ComputeMode` of a web site.
+    properties: Option<(&'a str, &'static str)>,
+    resources: Meters,
+}
+
+/// Up to six meters, without allocating.
+#[derive(Default)]
+struct Meters {
+    entries: [(&'static str, Meter); 6],
+    len: usize,
+}
+
+impl Meters {
+    fn push(&mut self, key: &'static str, value: Meter) {
+        self.entries[self.len] = (key, value);
+        self.len += 1;
+    }
+}
+
+/// A meter's value.
+#[derive(Clone, Copy, Default)]
+enum Meter {
+    /// An unused slot.
+    #[default]
+    Zero,
+    /// A whole number.
+    Whole(u64),
+    /// `n / 100` (see [`decimal`]).
+    Hundredths(u64),
+}
+
+impl Meter {
+    fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Meter::Zero => out.push(b'0'),
+            Meter::Whole(n) => {
+                let _ = serde_json::to_writer(&mut *out, &n);
+            }
+            Meter::Hundredths(n) => {
+                let (whole, frac) = (n / 100, n % 100);
+                let _ = serde_json::to_writer(&mut *out, &whole);
+                match frac {
+                    0 => {}
+                    f if f % 10 == 0 => out.extend_from_slice(&[b'.', b'0' + (f / 10) as u8]),
+                    f => out.extend_from_slice(&[b'.', b'0' + (f / 10) as u8, b'0' + (f % 10) as u8]),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Meter::Zero => f.write_str("0"),
+            Meter::Whole(n) => write!(f, "{n}"),
+            Meter::Hundredths(n) => f.write_str(&decimal(n)),
         }
     }
 }
@@ -408,6 +551,12 @@ impl UsageStore {
 mod tests {
     use super::*;
 
+    impl UsageGenerator {
+        fn clone_with_subjects(&self, subjects: Vec<UsageSubject>) -> UsageGenerator {
+            UsageGenerator { subjects, ..*self }
+        }
+    }
+
     fn generator(gap: u16) -> Arc<UsageGenerator> {
         Arc::new(UsageGenerator {
             seed: 1,
@@ -420,6 +569,36 @@ mod tests {
                 resource: "site".into(),
             }],
         })
+    }
+
+    #[test]
+    fn written_json_is_exactly_what_serde_writes_for_the_record() {
+        let subject = |provider, resource: &str| UsageSubject {
+            subscription_id: format!("sub-{resource}-\"quoted\"\u{e9}"),
+            provider,
+            resource: resource.into(),
+        };
+        let mut generators = vec![generator(0), generator(20)];
+        let mut all = (*generator(0)).clone_with_subjects(vec![
+            subject(Provider::Sql, "db1"),
+            subject(Provider::MySql, "db2"),
+            subject(Provider::Web, "site\\one"),
+            subject(Provider::Vm, "vm\n7"),
+        ]);
+        all.seed = 99;
+        generators.push(Arc::new(all));
+        generators.push(Arc::new((*generator(0)).clone_with_subjects(Vec::new())));
+        let mut providers = std::collections::HashSet::new();
+        for g in &generators {
+            for id in 1..3_000 {
+                let record = g.record(id);
+                providers.insert(record.provider_name.clone());
+                let mut written = Vec::new();
+                g.write_json(id, &mut written);
+                assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&record).unwrap(), "id {id}");
+            }
+        }
+        assert_eq!(providers.len(), 4, "every provider's meters covered: {providers:?}");
     }
 
     #[test]
