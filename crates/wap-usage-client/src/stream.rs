@@ -169,7 +169,7 @@ async fn check_first_page<T: PageItem>(client: &UsageClient, page: &mut Page<T>)
 pub enum Prefetch {
     /// One request at a time, sent when the consumer needs the next page.
     Off,
-    /// The next page is requested as soon as the current one is parsed, while the consumer works through it. Sends
+    /// The next page is requested as soon as the current page's body has arrived, while it is parsed. Sends
     /// exactly the requests of [`Off`](Prefetch::Off) (plus, when the stream is dropped, at most one whose answer
     /// is not used). The default.
     #[default]
