@@ -147,6 +147,26 @@ where
     connections.shutdown().await;
 }
 
+/// The responder as a hyper service whose future type is concrete, so hyper keeps each request's future inside
+/// the connection's state instead of a box allocated per request (the `Service` impl of [`Responder`] must box).
+fn inline_service<A, P>(
+    responder: Responder<A, P>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = crate::service::ResponderResponse,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<crate::service::ResponderResponse, std::convert::Infallible>> + Send + 'static,
+> + Clone
+where
+    A: SubscriptionApprover,
+    P: PricingResponder,
+{
+    hyper::service::service_fn(move |request| {
+        let answer = responder.handle_owned(request);
+        async move { Ok(answer.await) }
+    })
+}
+
 /// Drives a hyper connection; once `stop` fires (or its sender is dropped) the connection finishes the request in
 /// flight and closes.
 async fn drive<C>(connection: C, mut stop: oneshot::Receiver<()>, peer: SocketAddr)
@@ -198,10 +218,10 @@ where
                     return;
                 }
             };
-            drive(builder.serve_connection(TokioIo::new(stream), responder), stop, peer).await;
+            drive(builder.serve_connection(TokioIo::new(stream), inline_service(responder)), stop, peer).await;
             return;
         }
         let _ = handshake_timeout;
-        drive(builder.serve_connection(TokioIo::new(stream), responder), stop, peer).await;
+        drive(builder.serve_connection(TokioIo::new(stream), inline_service(responder)), stop, peer).await;
     }
 }

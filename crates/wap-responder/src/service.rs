@@ -109,6 +109,20 @@ impl<A: SubscriptionApprover, P: PricingResponder> Responder<A, P> {
         self.inner.cache.len()
     }
 
+    /// [`Responder::handle`] as a future that owns what it needs (a clone of the shared state): what
+    /// [`serve`](crate::serve) gives hyper, which keeps it inline in the connection rather than boxed per request.
+    pub(crate) fn handle_owned<B>(
+        &self,
+        request: Request<B>,
+    ) -> impl Future<Output = ResponderResponse> + Send + 'static
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        Inner::handle(self.inner.clone(), request)
+    }
+
     /// Handles one request. Never fails: every problem is an HTTP answer.
     pub async fn handle<B>(&self, request: Request<B>) -> ResponderResponse
     where
