@@ -354,8 +354,19 @@ async fn wap_side_failures_are_retried_until_they_pass() {
     assert_eq!(ledger.usage_event_ids().await.unwrap(), sim.usage_ids(), "nothing lost or skipped");
     let status = adapter.status().await;
     let errors: u64 = status.processors.iter().flat_map(|p| &p.feeds).map(|f| f.fetch_errors).sum();
-    assert_eq!(errors, sim.fault_stats().total(), "every injected fault was seen and retried by the engine");
-    assert!(errors > 0);
+    // Every fault the engine saw was counted. A fault can also land on a usage page fetched ahead while the ledger
+    // took the previous one and answered "dependency not ready" (subscriptions not synced yet): that fetch is
+    // dropped unread, and the page is asked for again in the next cycle.
+    assert!(errors > 0 && errors <= sim.fault_stats().total(), "{errors} of {:?}", sim.fault_stats());
+    // Every faulted request was retried until the same page was answered.
+    let log = sim.request_log();
+    for (i, faulted) in log.iter().enumerate().filter(|(_, e)| e.fault.is_some()) {
+        assert!(
+            log[i + 1..].iter().any(|e| e.path_and_query == faulted.path_and_query && e.status == 200),
+            "{} was not fetched again successfully",
+            faulted.path_and_query
+        );
+    }
     adapter.shutdown().await;
     sim.shutdown().await;
 }

@@ -536,3 +536,51 @@ async fn a_feed_not_polled_within_the_retention_window_is_flagged() {
     assert!(status.feed(FeedKind::Plans).unwrap().last_poll_at.unwrap() > long_ago, "polled again");
     running.stop().await;
 }
+
+/// A usage handler that, while billing each batch, waits (virtual time) for the source to be asked for the page
+/// after it, and records whether it was.
+struct WatchesThePrefetch {
+    source: MemorySource,
+    batches: std::sync::Mutex<Vec<(i64, i64, bool)>>,
+}
+
+#[async_trait::async_trait]
+impl wap_billing_engine::UsageHandler for WatchesThePrefetch {
+    async fn apply_usage(
+        &self,
+        batch: wap_billing_engine::UsageBatch<'_>,
+    ) -> Result<(), wap_billing_engine::HandlerError> {
+        let (first, last) = (batch.first_event_id(), batch.records.last().map_or(0, |r| r.event_id));
+        let asked_for_next =
+            |source: &MemorySource| source.requests_for(FeedKind::Usage).iter().any(|r| r.start.get() == last + 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !asked_for_next(&self.source) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.batches.lock().unwrap().push((first, last, asked_for_next(&self.source)));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_usage_page_is_fetched_while_the_billing_system_takes_this_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store_fast(&dir, "state.db").await;
+    let source = MemorySource::new();
+    source.extend((1..=250).map(|id| usage(id, "sub-a")));
+    let handler = std::sync::Arc::new(WatchesThePrefetch { source: source.clone(), batches: Default::default() });
+    let running = spawn_usage(&config().batch_size(100).build().unwrap(), &source, &store, handler.clone());
+    wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+    running.stop().await;
+
+    let batches = handler.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches,
+        vec![(1, 100, true), (101, 200, true), (201, 250, true)],
+        "each page's successor was asked for while it was billed"
+    );
+    // The pages the processor used are exactly the spec's sequence; nothing was asked twice.
+    let starts: Vec<i64> = source.requests_for(FeedKind::Usage).iter().map(|r| r.start.get()).collect();
+    assert_eq!(starts[..4], [0, 101, 201, 251], "{starts:?}");
+    assert_eq!(store.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(250));
+}

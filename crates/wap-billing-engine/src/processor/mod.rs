@@ -468,8 +468,13 @@ impl Processor {
             Some(c) => StartId::resume(Some(c), mode),
         };
         let mut poll_recorded = false;
+        // The usage feed's next page, fetched while the billing side took the previous one: (its start, items).
+        let mut prefetched: Option<(StartId, Vec<FeedItem>)> = None;
         loop {
-            let mut page = self.fetch(feed, start).await;
+            let mut page = match prefetched.take() {
+                Some((at, items)) if at == start => items,
+                _ => self.fetch(feed, start).await,
+            };
             if !poll_recorded {
                 // Once per drain: the time only feeds the retention warning, and saves a write per page.
                 let polled_at = self.clock.now();
@@ -522,7 +527,20 @@ impl Processor {
                         .await?
                     }
                     Billing::Usage { handler } => {
-                        self.apply_usage(fence, handler.as_ref(), page, &mut committed).await?
+                        // While the billing system takes this page, fetch the one that follows it (the start the
+                        // loop below computes once the whole page is committed). If billing stops early, the
+                        // fetch is dropped unused; WAP has seen one read-only request more.
+                        let after = StartId::resume(Some(committed.map_or(max_id, |c| c.max(max_id))), mode);
+                        let apply = self.apply_usage(fence, handler.as_ref(), page, &mut committed);
+                        if after > start {
+                            let (end, next_page) = while_fetching(apply, self.fetch(feed, after)).await;
+                            if matches!(end, Ok(None)) {
+                                prefetched = next_page.map(|items| (after, items));
+                            }
+                            end?
+                        } else {
+                            apply.await?
+                        }
                     }
                 };
                 if let Some(end) = end {
@@ -539,7 +557,8 @@ impl Processor {
         }
     }
 
-    /// Fetches a page, retrying WAP-side errors with back-off until one succeeds.
+    /// Fetches a page, retrying WAP-side errors with back-off until one succeeds. Cancel-safe (a dropped fetch
+    /// leaves nothing behind).
     async fn fetch(&self, feed: FeedKind, start: StartId) -> Vec<FeedItem> {
         let mut backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut failures: u32 = 0;
@@ -771,4 +790,33 @@ impl Processor {
         self.status.send_modify(|s| s.feed_mut(feed).held = Some(HeldEvent { event_id, since, overdue }));
         Ok(FeedEnd::Held)
     }
+}
+
+/// Runs `work` while `fetch` runs alongside it. When the work ends with `Ok(None)` (go on with the next page) the
+/// fetch is awaited to its end and its page returned; otherwise it is dropped where it stands.
+async fn while_fetching<W, F>(work: W, fetch: F) -> (Result<Option<FeedEnd>, StoreError>, Option<Vec<FeedItem>>)
+where
+    W: Future<Output = Result<Option<FeedEnd>, StoreError>>,
+    F: Future<Output = Vec<FeedItem>>,
+{
+    let mut work = std::pin::pin!(work);
+    let mut fetch = std::pin::pin!(fetch);
+    let mut fetched = None;
+    let end = std::future::poll_fn(|cx| {
+        if fetched.is_none() {
+            if let std::task::Poll::Ready(items) = fetch.as_mut().poll(cx) {
+                fetched = Some(items);
+            }
+        }
+        work.as_mut().poll(cx)
+    })
+    .await;
+    if !matches!(end, Ok(None)) {
+        return (end, None);
+    }
+    let items = match fetched {
+        Some(items) => items,
+        None => fetch.await,
+    };
+    (end, Some(items))
 }
