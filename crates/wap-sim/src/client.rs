@@ -1,18 +1,26 @@
 //! The outbound HTTP/1.1 client of the simulator (approval, pricing, usage collection, notifications): one
 //! connection per call, a timeout over the whole exchange, a bounded response body.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{EXPECT, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use url::Url;
 
 use crate::error::{redact_url, SimError};
+
+/// How long a call sent with `Expect: 100-continue` waits for `100 Continue` before sending its body anyway: 350 ms,
+/// the default of .NET's `HttpWebRequest`, which WAP uses.
+pub(crate) const CONTINUE_WAIT: Duration = Duration::from_millis(350);
 
 /// The largest response body read (64 MiB); a larger one fails the call.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -79,8 +87,29 @@ async fn exchange(out: &Outbound, req: OutRequest, shown: &str) -> Result<OutRes
         builder = builder.header(k, v);
     }
     let body = req.body.clone().unwrap_or_default();
-    let request =
-        builder.body(Full::new(body)).map_err(|e| SimError::Http { url: shown.into(), message: e.to_string() })?;
+    let expects_continue =
+        req.headers.iter().any(|(k, v)| k == EXPECT && v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let request = if expects_continue && !body.is_empty() {
+        // As .NET's HttpWebRequest (WAP): the body waits for `100 Continue`, or CONTINUE_WAIT; a final answer
+        // first (a 401, say) means it is never sent.
+        let (go, wait) = oneshot::channel();
+        let go = std::sync::Mutex::new(Some(go));
+        let mut request = builder
+            .body(OutBody::AfterContinue(AfterContinue::new(body, wait)))
+            .map_err(|e| SimError::Http { url: shown.into(), message: e.to_string() })?;
+        hyper::ext::on_informational(&mut request, move |response| {
+            if response.status() == http::StatusCode::CONTINUE {
+                if let Some(go) = go.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = go.send(());
+                }
+            }
+        });
+        request
+    } else {
+        builder
+            .body(OutBody::Now(Full::new(body)))
+            .map_err(|e| SimError::Http { url: shown.into(), message: e.to_string() })?
+    };
     match url.scheme() {
         "http" => round_trip(TokioIo::new(tcp), request, shown).await,
         #[cfg(feature = "rustls")]
@@ -106,7 +135,7 @@ async fn exchange(out: &Outbound, req: OutRequest, shown: &str) -> Result<OutRes
     }
 }
 
-async fn round_trip<I>(io: I, request: Request<Full<Bytes>>, shown: &str) -> Result<OutResponse, SimError>
+async fn round_trip<I>(io: I, request: Request<OutBody>, shown: &str) -> Result<OutResponse, SimError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -124,4 +153,208 @@ where
     .await;
     driver.abort();
     result
+}
+
+/// An outbound request body.
+#[derive(Debug)]
+pub(crate) enum OutBody {
+    /// Sent with the headers.
+    Now(Full<Bytes>),
+    /// Sent after `100 Continue` (see [`CONTINUE_WAIT`]).
+    AfterContinue(AfterContinue),
+}
+
+/// A body held back until the server answers `100 Continue` or [`CONTINUE_WAIT`] has passed.
+#[derive(Debug)]
+pub(crate) struct AfterContinue {
+    data: Option<Bytes>,
+    len: u64,
+    go: Option<oneshot::Receiver<()>>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// A final answer came first: never sent.
+    refused: bool,
+}
+
+impl AfterContinue {
+    fn new(data: Bytes, go: oneshot::Receiver<()>) -> Self {
+        let len = data.len() as u64;
+        AfterContinue {
+            data: Some(data),
+            len,
+            go: Some(go),
+            timer: Box::pin(tokio::time::sleep(CONTINUE_WAIT)),
+            refused: false,
+        }
+    }
+}
+
+impl hyper::body::Body for OutBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            OutBody::Now(full) => Pin::new(full).poll_frame(cx),
+            OutBody::AfterContinue(body) => {
+                if body.data.is_none() {
+                    return Poll::Ready(None);
+                }
+                if let Some(go) = body.go.as_mut() {
+                    match Pin::new(go).poll(cx) {
+                        // `100 Continue`: send.
+                        Poll::Ready(Ok(())) => {}
+                        // The callback is gone: hyper drops it when the final answer arrives, and then the body
+                        // is never sent (the connection is closed after that answer).
+                        Poll::Ready(Err(_)) => {
+                            body.refused = true;
+                            body.go = None;
+                            return Poll::Pending;
+                        }
+                        // No answer yet: send once the wait is over.
+                        Poll::Pending => {
+                            if body.timer.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                    body.go = None;
+                } else if body.refused {
+                    return Poll::Pending;
+                }
+                Poll::Ready(body.data.take().map(|d| Ok(hyper::body::Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutBody::Now(full) => full.is_end_stream(),
+            OutBody::AfterContinue(body) => body.data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            OutBody::Now(full) => full.size_hint(),
+            OutBody::AfterContinue(body) => hyper::body::SizeHint::with_exact(body.len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Reads a request head; returns it and any bytes read after it.
+    async fn read_head(sock: &mut TcpStream) -> (String, Vec<u8>) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return (String::from_utf8(buf).unwrap(), rest);
+            }
+            let n = sock.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Bytes that arrive within `wait` (until the peer closes).
+    async fn bytes_within(sock: &mut TcpStream, wait: Duration) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    }
+
+    fn call(addr: std::net::SocketAddr, body: &'static str) -> OutRequest {
+        OutRequest {
+            method: Method::POST,
+            url: Url::parse(&format!("http://{addr}/wap/subscriptions")).unwrap(),
+            headers: vec![(EXPECT, HeaderValue::from_static("100-continue"))],
+            body: Some(Bytes::from_static(body.as_bytes())),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_body_waits_for_100_continue() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (head, early) = read_head(&mut sock).await;
+            assert!(head.to_ascii_lowercase().contains("expect: 100-continue"), "{head}");
+            assert!(head.to_ascii_lowercase().contains("content-length: 9"), "{head}");
+            let early = [early, bytes_within(&mut sock, Duration::from_millis(200)).await].concat();
+            assert!(early.is_empty(), "body sent before 100 Continue: {early:?}");
+            sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+            let mut body = [0u8; 9];
+            sock.read_exact(&mut body).await.unwrap();
+            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            body
+        });
+        let response = send(&Outbound::default(), call(addr, "{\"a\":123}")).await.unwrap();
+        assert_eq!(response.status, 204);
+        assert_eq!(&server.await.unwrap(), b"{\"a\":123}");
+    }
+
+    #[tokio::test]
+    async fn a_final_answer_before_100_continue_means_the_body_is_never_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (_, early) = read_head(&mut sock).await;
+            sock.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno").await.unwrap();
+            [early, bytes_within(&mut sock, CONTINUE_WAIT + Duration::from_millis(300)).await].concat()
+        });
+        let response = send(&Outbound::default(), call(addr, "secret body")).await.unwrap();
+        assert_eq!((response.status, &response.body[..]), (401, &b"no"[..]));
+        assert!(server.await.unwrap().is_empty(), "the body was sent after a final answer");
+    }
+
+    #[tokio::test]
+    async fn without_an_interim_answer_the_body_follows_after_the_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, early) = {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let (_, early) = read_head(&mut sock).await;
+                (sock, early)
+            };
+            let head_at = Instant::now();
+            let mut body = early;
+            let mut chunk = [0u8; 64];
+            while body.len() < 4 {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                body.extend_from_slice(&chunk[..n]);
+            }
+            let waited = head_at.elapsed();
+            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            (body, waited)
+        });
+        let response = send(&Outbound::default(), call(addr, "body")).await.unwrap();
+        assert_eq!(response.status, 204);
+        let (body, waited) = server.await.unwrap();
+        assert_eq!(body, b"body");
+        assert!(waited >= CONTINUE_WAIT - Duration::from_millis(50), "sent after {waited:?}");
+    }
 }
