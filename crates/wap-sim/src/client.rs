@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(feature = "rustls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -290,6 +291,68 @@ mod tests {
             body: Some(Bytes::from_static(body.as_bytes())),
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// An HTTPS server with `tls` answering one request 204; returns its address.
+    #[cfg(feature = "rustls")]
+    async fn https_server(tls: crate::tls::ServerTls) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = tls.acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(sock).await else { return };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[cfg(feature = "rustls")]
+    #[tokio::test]
+    async fn outbound_https_verifies_against_trusted_certificates_when_given() {
+        let get = |addr: std::net::SocketAddr| OutRequest {
+            method: Method::GET,
+            url: Url::parse(&format!("https://{addr}/planPrice?id=p")).unwrap(),
+            headers: Vec::new(),
+            body: None,
+            timeout: Duration::from_secs(10),
+        };
+        let server = crate::tls::self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let server_pem = server.cert_pem.clone();
+        let addr = https_server(server).await;
+        let other_pem = crate::tls::self_signed(vec!["127.0.0.1".into()]).unwrap().cert_pem;
+
+        // default: any certificate
+        let any = Outbound { tls: Some(crate::tls::client_config().unwrap()) };
+        assert_eq!(send(&any, get(addr)).await.unwrap().status, 204);
+        // trusting the server's own certificate
+        let trusting = Outbound { tls: Some(crate::tls::verifying_client_config(&[server_pem]).unwrap()) };
+        assert_eq!(send(&trusting, get(addr)).await.unwrap().status, 204);
+        // trusting another certificate only: refused
+        let other = Outbound { tls: Some(crate::tls::verifying_client_config(&[other_pem]).unwrap()) };
+        let err = send(&other, get(addr)).await.unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        // a certificate for another name: refused even when trusted
+        let misnamed = crate::tls::self_signed(vec!["billing.other.test".into()]).unwrap();
+        let misnamed_pem = misnamed.cert_pem.clone();
+        let addr = https_server(misnamed).await;
+        let trusting = Outbound { tls: Some(crate::tls::verifying_client_config(&[misnamed_pem]).unwrap()) };
+        let err = send(&trusting, get(addr)).await.unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        // not a certificate
+        assert!(crate::tls::verifying_client_config(&["no pem here".to_owned()]).is_err());
     }
 
     #[tokio::test]

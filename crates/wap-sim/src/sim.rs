@@ -185,6 +185,8 @@ pub struct SimBuilder {
     add_on_route: AddOnApprovalRoute,
     admin_api_base: String,
     progress: Option<Progress>,
+    /// PEM certificates outbound `https://` calls trust; empty = accept any certificate.
+    outbound_roots: Vec<String>,
 }
 
 impl fmt::Debug for SimBuilder {
@@ -199,6 +201,7 @@ impl fmt::Debug for SimBuilder {
             .field("approval_timeout", &self.approval_timeout)
             .field("faults", &self.faults)
             .field("json_dir", &self.json_dir)
+            .field("outbound_roots", &self.outbound_roots.len())
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +221,7 @@ impl Default for SimBuilder {
             add_on_route: AddOnApprovalRoute::default(),
             admin_api_base: "https://wapadmin.sim.test:30004/".into(),
             progress: None,
+            outbound_roots: Vec::new(),
         }
     }
 }
@@ -261,6 +265,15 @@ impl SimBuilder {
     /// Serve HTTPS with a self-signed certificate generated at start (needs the `rustls` feature).
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+
+    /// Verify the certificates of `https://` subscribers and resource providers against this CA (or self-signed
+    /// server) certificate, PEM; may be called more than once. Without it, outbound calls accept any certificate
+    /// (the default: the peers of a simulator are test servers). With it, a certificate that does not chain to a
+    /// trusted one, or does not name the host called, fails the call as a real WAP would.
+    pub fn trust_outbound_certificate_pem(mut self, pem: impl Into<String>) -> Self {
+        self.outbound_roots.push(pem.into());
         self
     }
 
@@ -331,7 +344,11 @@ impl SimBuilder {
         let mut outbound = Outbound::default();
         #[cfg(feature = "rustls")]
         {
-            outbound.tls = Some(crate::tls::client_config()?);
+            outbound.tls = Some(if self.outbound_roots.is_empty() {
+                crate::tls::client_config()?
+            } else {
+                crate::tls::verifying_client_config(&self.outbound_roots)?
+            });
         }
         let (acceptor, tls_pem, tls_sha256) = if self.tls {
             #[cfg(feature = "rustls")]

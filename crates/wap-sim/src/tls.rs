@@ -1,6 +1,6 @@
-//! TLS: a self-signed certificate generated at start for the Usage Service (WAP's default), and a client
-//! configuration for outbound `https://` calls that accepts any certificate (peers of a simulator are test
-//! servers with self-signed certificates).
+//! TLS: a self-signed certificate generated at start for the Usage Service (WAP's default), and the client
+//! configuration for outbound `https://` calls: by default it accepts any certificate (the peers of a simulator are
+//! test servers with self-signed certificates); with trusted certificates given, it verifies as WAP does.
 
 use std::sync::Arc;
 
@@ -80,6 +80,30 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// A client configuration for outbound `https://` calls that verifies certificates (chain, validity and name)
+/// against the given PEM certificates only.
+pub(crate) fn verifying_client_config(pems: &[String]) -> Result<Arc<rustls::ClientConfig>, SimError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in pems {
+        let mut found = false;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| SimError::Tls(format!("trusted certificate PEM: {e}")))?;
+            roots.add(cert).map_err(|e| SimError::Tls(format!("trusted certificate: {e}")))?;
+            found = true;
+        }
+        if !found {
+            return Err(SimError::Tls("trusted certificate PEM holds no CERTIFICATE block".into()));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SimError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The client configuration for outbound `https://` calls.

@@ -294,3 +294,16 @@ async fn sent_bodies_have_the_members_of_the_fixture() {
     }
     sim.shutdown().await;
 }
+
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn trusted_outbound_certificates_are_checked_at_start() {
+    let err = WapSim::builder().empty().trust_outbound_certificate_pem("not a certificate").start().await.unwrap_err();
+    assert!(err.to_string().contains("CERTIFICATE"), "{err}");
+    // a real PEM is accepted (here the Usage Service's own self-signed certificate)
+    let https = WapSim::builder().empty().tls(true).start().await.unwrap();
+    let pem = https.tls_certificate_pem().unwrap();
+    let sim = WapSim::builder().empty().trust_outbound_certificate_pem(pem).start().await.unwrap();
+    sim.shutdown().await;
+    https.shutdown().await;
+}
