@@ -500,8 +500,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(Inner::handle(inner, request).await) })
+        hyper::service::Service::call(self, request)
     }
 }
 
@@ -518,7 +517,7 @@ where
     type Future = ResponderFuture;
 
     fn call(&self, request: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(Inner::handle(inner, request).await) })
+        let answer = self.handle_owned(request);
+        Box::pin(async move { Ok(answer.await) })
     }
 }

@@ -53,14 +53,17 @@ impl BasicCredentials {
     /// Whether `presented` are these credentials: user name ignoring ASCII case, password exactly, both compared
     /// without an early exit on the password.
     pub fn matches(&self, presented: &BasicCredentials) -> bool {
-        let user_ok = self.username.len() == presented.username.len()
-            && self
-                .username
-                .to_ascii_lowercase()
-                .as_bytes()
-                .ct_eq(presented.username.to_ascii_lowercase().as_bytes())
-                .into();
-        let pass_ok: bool = self.password.expose().as_bytes().ct_eq(presented.password.expose().as_bytes()).into();
+        self.matches_parts(presented.username.as_bytes(), presented.password.expose().as_bytes())
+    }
+
+    /// [`Self::matches`] on a presented user name and password.
+    fn matches_parts(&self, user: &[u8], password: &[u8]) -> bool {
+        let expected = self.username.as_bytes();
+        let user_ok = user.len() == expected.len()
+            && bool::from(user.iter().zip(expected).fold(subtle::Choice::from(1), |eq, (a, b)| {
+                eq & a.to_ascii_lowercase().ct_eq(&b.to_ascii_lowercase())
+            }));
+        let pass_ok: bool = self.password.expose().as_bytes().ct_eq(password).into();
         user_ok & pass_ok
     }
 
@@ -99,14 +102,7 @@ impl BasicCredentials {
             return false;
         }
         let Some(colon) = decoded.iter().position(|&b| b == b':') else { return false };
-        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-        let expected = self.username.as_bytes();
-        let user_ok = user.len() == expected.len()
-            && bool::from(user.iter().zip(expected).fold(subtle::Choice::from(1), |eq, (a, b)| {
-                eq & a.to_ascii_lowercase().ct_eq(&b.to_ascii_lowercase())
-            }));
-        let pass_ok: bool = self.password.expose().as_bytes().ct_eq(password).into();
-        user_ok & pass_ok
+        self.matches_parts(&decoded[..colon], &decoded[colon + 1..])
     }
 }
 

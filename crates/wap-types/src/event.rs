@@ -243,99 +243,51 @@ impl<T: DeserializeOwned> UsageEvent<T> {
 /// The hand-driven envelope reader behind [`UsageEvent::try_from_slice`].
 mod single_pass {
     use serde::de::DeserializeOwned;
-    use serde::Deserialize;
 
     use super::{EnvelopeField, UsageEvent};
+    use crate::json::JsonCursor;
     use crate::wire::Extra;
 
-    fn skip_ws(b: &[u8], mut i: usize) -> usize {
-        while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-            i += 1;
-        }
-        i
-    }
-
-    /// One JSON value of type `V` starting at `at` (after whitespace): the value and the offset just past it.
-    /// Read from text already checked to be UTF-8, so strings are not checked again one by one.
-    fn value<'de, V: Deserialize<'de>>(text: &'de str, at: usize) -> Option<(V, usize)> {
-        let mut values = serde_json::Deserializer::from_str(text.get(at..)?).into_iter::<V>();
-        let value = values.next()?.ok()?;
-        Some((value, at + values.byte_offset()))
-    }
-
     pub(super) fn parse<T: DeserializeOwned>(b: &[u8]) -> Option<UsageEvent<T>> {
-        let text = std::str::from_utf8(b).ok()?;
-        let mut i = skip_ws(b, 0);
-        if b.get(i) != Some(&b'{') {
-            return None;
+        let mut c = JsonCursor::new(b)?;
+        if !c.eat(b'{') || c.peek() == Some(b'}') {
+            return None; // not an object, or no members: the serde path names the first missing one
         }
-        i = skip_ws(b, i + 1);
         let (mut event_id, mut state, mut method, mut entity, mut parent, mut created) =
             (None, None, None, None, None, None);
         let mut extra = Extra::new();
-        if b.get(i) == Some(&b'}') {
-            return None; // no members: the serde path names the first missing one
-        }
         loop {
-            let (key, next) = value::<&str>(text, i)?;
-            i = skip_ws(b, next);
-            if b.get(i) != Some(&b':') {
+            let (key, _) = c.value::<&str>()?;
+            if !c.eat(b':') {
                 return None;
             }
-            i = skip_ws(b, i + 1);
-            i = match EnvelopeField::from_key(key) {
-                EnvelopeField::EventId => {
-                    let (v, n) = value(text, i)?;
-                    event_id = Some(v);
-                    n
-                }
-                EnvelopeField::State => {
-                    let (v, n) = value(text, i)?;
-                    state = Some(v);
-                    n
-                }
-                EnvelopeField::Method => {
-                    let (v, n) = value(text, i)?;
-                    method = Some(v);
-                    n
-                }
+            match EnvelopeField::from_key(key) {
+                EnvelopeField::EventId => event_id = Some(c.value()?.0),
+                EnvelopeField::State => state = Some(c.value()?.0),
+                EnvelopeField::Method => method = Some(c.value()?.0),
                 EnvelopeField::Entity => {
-                    if b[i..].starts_with(b"null") {
+                    if c.peek() == Some(b'n') {
                         return None; // "`Entity` is null"
                     }
-                    let (typed, end) = value::<T>(text, i)?;
-                    entity = Some((typed, text.get(i..end)?));
-                    end
+                    entity = Some(c.value::<T>()?);
                 }
-                EnvelopeField::EntityParentId => {
-                    let (v, n) = value(text, i)?;
-                    parent = Some(v);
-                    n
-                }
-                EnvelopeField::TimeCreated => {
-                    let (v, n) = value(text, i)?;
-                    created = Some(v);
-                    n
-                }
+                EnvelopeField::EntityParentId => parent = Some(c.value::<Option<String>>()?.0),
+                EnvelopeField::TimeCreated => created = Some(c.value::<Option<crate::WapDateTime>>()?.0),
                 EnvelopeField::Other(name) => {
-                    let (v, n) = value::<serde_json::Value>(text, i)?;
-                    extra.insert(name, v);
-                    n
+                    extra.insert(name, c.value::<serde_json::Value>()?.0);
                 }
-            };
-            i = skip_ws(b, i);
-            match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
-                Some(b'}') => break,
-                _ => return None,
+            }
+            if c.eat(b'}') {
+                break;
+            }
+            if !c.eat(b',') {
+                return None;
             }
         }
-        if skip_ws(b, i + 1) != b.len() {
+        if !c.at_end() {
             return None; // trailing characters
         }
         let (entity, raw) = entity?;
-        let parent: Option<Option<String>> = parent;
-        let created: Option<Option<crate::WapDateTime>> = created;
         Some(UsageEvent {
             event_id: event_id?,
             state: state?,

@@ -24,6 +24,61 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
+/// Reads JSON text value by value, keeping the byte offset: for callers that take a document apart themselves (one
+/// event's envelope in a single pass, a page's elements in slices). Each value is read with its own `Deserialize`,
+/// from text checked to be UTF-8 once; `None` from any method means "not what was expected here", and the caller
+/// then falls back to [`from_slice`] / [`page_from_slice`] for the error.
+#[derive(Debug, Clone)]
+pub struct JsonCursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> JsonCursor<'a> {
+    /// A cursor at the start of `bytes` (a BOM is skipped); `None` if they are not UTF-8.
+    pub fn new(bytes: &'a [u8]) -> Option<Self> {
+        Some(JsonCursor { text: std::str::from_utf8(strip_bom(bytes)).ok()?, at: 0 })
+    }
+
+    /// The byte offset reached (in the text after the BOM).
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    /// Skips whitespace and returns the next byte without consuming it.
+    pub fn peek(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while matches!(bytes.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+        bytes.get(self.at).copied()
+    }
+
+    /// Skips whitespace and consumes `byte` if it comes next.
+    pub fn eat(&mut self, byte: u8) -> bool {
+        let next = self.peek() == Some(byte);
+        if next {
+            self.at += 1;
+        }
+        next
+    }
+
+    /// Skips whitespace and reads one value of type `V`; returns it with its exact text.
+    pub fn value<V: serde::Deserialize<'a>>(&mut self) -> Option<(V, &'a str)> {
+        self.peek();
+        let start = self.at;
+        let mut values = serde_json::Deserializer::from_str(self.text.get(start..)?).into_iter::<V>();
+        let value = values.next()?.ok()?;
+        self.at = start + values.byte_offset();
+        Some((value, &self.text[start..self.at]))
+    }
+
+    /// Whether only whitespace remains.
+    pub fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+}
+
 /// Parses JSON bytes into `T`; a BOM is tolerated; errors name the path of the bad member.
 ///
 /// The fast path parses without tracking paths; only a failed parse is repeated with path tracking to name the

@@ -464,44 +464,32 @@ const PARSE_SLICE_BYTES: usize = 48 * 1024;
 /// array with their own `Deserialize`, as `parse_page` reads them; anything unusual (not an array, invalid UTF-8,
 /// a bad element) is handed to `parse_page`, whose answer (and error) is then the result.
 async fn parse_page_cooperatively<T: serde::de::DeserializeOwned>(body: &[u8], url: &Url) -> Result<Vec<T>, Error> {
-    let bytes = wap_types::json::strip_bom(body);
-    if bytes.len() < 2 * PARSE_SLICE_BYTES {
+    let cursor = (body.len() >= 2 * PARSE_SLICE_BYTES).then(|| wap_types::json::JsonCursor::new(body)).flatten();
+    let Some(mut c) = cursor else { return parse_page(body, url) };
+    if !c.eat(b'[') {
         return parse_page(body, url);
     }
-    let Ok(text) = std::str::from_utf8(bytes) else { return parse_page(body, url) };
-    let skip_ws = |mut i: usize| {
-        while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-            i += 1;
-        }
-        i
-    };
-    let mut i = skip_ws(0);
-    if bytes.get(i) != Some(&b'[') {
-        return parse_page(body, url);
-    }
-    i = skip_ws(i + 1);
     let mut items = Vec::new();
-    let mut slice_start = i;
-    if bytes.get(i) != Some(&b']') {
+    let mut slice_start = c.offset();
+    if !c.eat(b']') {
         loop {
-            let mut element = serde_json::Deserializer::from_str(&text[i..]).into_iter::<T>();
-            match element.next() {
-                Some(Ok(item)) => items.push(item),
-                _ => return parse_page(body, url),
+            match c.value::<T>() {
+                Some((item, _)) => items.push(item),
+                None => return parse_page(body, url),
             }
-            i = skip_ws(i + element.byte_offset());
-            match bytes.get(i) {
-                Some(b',') => i = skip_ws(i + 1),
-                Some(b']') => break,
-                _ => return parse_page(body, url),
+            if c.eat(b']') {
+                break;
             }
-            if i - slice_start >= PARSE_SLICE_BYTES {
+            if !c.eat(b',') {
+                return parse_page(body, url);
+            }
+            if c.offset() - slice_start >= PARSE_SLICE_BYTES {
                 tokio::task::yield_now().await;
-                slice_start = i;
+                slice_start = c.offset();
             }
         }
     }
-    if skip_ws(i + 1) != bytes.len() {
+    if !c.at_end() {
         return parse_page(body, url); // trailing characters
     }
     Ok(items)
