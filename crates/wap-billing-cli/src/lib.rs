@@ -2,6 +2,8 @@
 
 pub mod compose;
 pub mod demo;
+pub mod export;
+pub mod ops;
 pub mod settings;
 
 pub use settings::{Problem, Settings, SettingsError};

@@ -275,7 +275,7 @@ impl Default for UsageServiceSettings {
 }
 
 /// `[state]`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct StateSettings {
@@ -287,12 +287,6 @@ pub struct StateSettings {
     pub url_env: Option<String>,
     /// A file holding the URL.
     pub url_file: Option<PathBuf>,
-}
-
-impl Default for StateSettings {
-    fn default() -> Self {
-        StateSettings { url: None, url_env: None, url_file: None }
-    }
 }
 
 impl fmt::Debug for StateSettings {
@@ -591,9 +585,27 @@ impl Default for LogSettings {
 impl Settings {
     /// Reads, overrides from the process environment and validates a file.
     pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let settings = Settings::read(path)?;
+        settings.checked(|_| true)
+    }
+
+    /// Reads a file and applies the process environment, checking types but not values: for commands that need
+    /// only some sections (operator commands need `[state]`, `export` needs `[usage_service]`); check those with
+    /// [`Settings::checked`].
+    pub fn read(path: &Path) -> Result<Settings, SettingsError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.to_owned(), source })?;
-        Settings::from_toml_with_env(&text, std::env::vars())
+        Settings::parse(&text, std::env::vars())
+    }
+
+    /// The settings if [`Settings::validate`] finds no problem among those whose key path `wanted` selects.
+    pub fn checked(self, wanted: impl Fn(&str) -> bool) -> Result<Settings, SettingsError> {
+        let problems: Vec<Problem> = self.validate().into_iter().filter(|p| wanted(&p.path)).collect();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(SettingsError::Invalid(problems))
+        }
     }
 
     /// Reads settings from TOML text and the given environment (`WAP_BILLING_…` variables), and validates them.
@@ -601,6 +613,11 @@ impl Settings {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, SettingsError> {
+        Settings::parse(text, env)?.checked(|_| true)
+    }
+
+    /// Parses TOML text, moves `app.config` names and applies the environment; types are checked, values are not.
+    pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|s| line_col(text, s.start)).unwrap_or_default();
             SettingsError::Invalid(vec![Problem::new(format!("(file){at}"), "valid TOML", e.message().to_owned())])
@@ -611,19 +628,11 @@ impl Settings {
         if !problems.is_empty() {
             return Err(SettingsError::Invalid(problems));
         }
-        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
-            |e: serde_path_to_error::Error<_>| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                SettingsError::Invalid(vec![describe_serde_error(&path, &inner)])
-            },
-        )?;
-        let problems = settings.validate();
-        if problems.is_empty() {
-            Ok(settings)
-        } else {
-            Err(SettingsError::Invalid(problems))
-        }
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e: serde_path_to_error::Error<_>| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            SettingsError::Invalid(vec![describe_serde_error(&path, &inner)])
+        })
     }
 
     /// Every problem serde's types cannot see: URLs, addresses, ranges, required values, secrets.
