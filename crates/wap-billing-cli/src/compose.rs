@@ -153,6 +153,32 @@ fn addr(value: &str, key: &str) -> Result<SocketAddr, StartError> {
     })
 }
 
+/// Asks WAP's Usage Service for one plan event, to catch wrong credentials, a wrong address or an untrusted
+/// certificate before anything starts. `Ok(Some(warning))` for a problem the adapter rides out by retrying
+/// (unreachable, timeouts, 5xx); `Err` for one it cannot (401/403, TLS).
+pub async fn preflight(client: &UsageClient) -> Result<Option<String>, StartError> {
+    use wap_usage_client::Error;
+    let probe = client.raw_page(FeedKind::Plans, wap_types::StartId::new(0), 1);
+    let endpoint = client.base_url().to_string();
+    match tokio::time::timeout(Duration::from_secs(20), probe).await {
+        Ok(Ok(_)) => Ok(None),
+        Ok(Err(Error::Status { status: status @ (401 | 403), .. })) => Err(StartError::Adapter {
+            key: "usage_service.username / usage_service.password",
+            message: format!("the Usage Service at {endpoint} answered HTTP {status}: it refuses these credentials"),
+        }),
+        Ok(Err(e @ Error::Tls { .. })) => Err(StartError::Adapter {
+            key: "usage_service.ca_file / usage_service.pinned_cert_sha256",
+            message: format!("TLS with the Usage Service failed: {e}"),
+        }),
+        Ok(Err(e)) => Ok(Some(format!(
+            "the Usage Service is not answering yet ({e}); the adapter retries (check usage_service.endpoint if this persists)"
+        ))),
+        Err(_) => Ok(Some(format!(
+            "the Usage Service at {endpoint} did not answer within 20 s; the adapter retries (check usage_service.endpoint)"
+        ))),
+    }
+}
+
 /// What [`start`] started, for the caller to report and stop.
 #[derive(Debug)]
 pub struct Running {
@@ -169,6 +195,9 @@ pub async fn start(s: &Settings) -> Result<Running, StartError> {
     let config = engine_config(s)?;
     let state = redact_url(&config.state_database_url);
     let client = usage_client(s)?;
+    if let Some(warning) = preflight(&client).await? {
+        tracing::warn!("{warning}");
+    }
     let ledger = SqliteLedger::open(&s.billing.ledger.path)
         .await
         .map(Arc::new)

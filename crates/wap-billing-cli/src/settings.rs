@@ -919,7 +919,7 @@ fn move_app_config_keys(table: &mut toml::Table, problems: &mut Vec<Problem>) {
 }
 
 /// Applies `WAP_BILLING_<SECTION>__<KEY>[__<KEY>…]` variables. A value that parses as a TOML boolean, integer or
-/// float is taken as one; anything else is a string. Variables that do not contain `__` (such as
+/// float is taken as one; anything else is a string; an empty value removes the key. Variables that do not contain `__` (such as
 /// `WAP_BILLING_TEST_POSTGRES_URL`) are ignored.
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>, problems: &mut Vec<Problem>) {
     let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
@@ -934,7 +934,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             problems.push(Problem::new(format!("(env) {name}"), "WAP_BILLING_SECTION__KEY", "an empty part"));
             continue;
         }
-        if let Err(part) = insert_path(table, &parts, env_value(&value)) {
+        // An empty value removes the key (so a file's password_file can be replaced by an environment password).
+        let value = if value.is_empty() { None } else { Some(env_value(&value)) };
+        if let Err(part) = insert_path(table, &parts, value) {
             problems.push(Problem::new(format!("(env) {name}"), format!("{part} to be a table"), "a value"));
         }
     }
@@ -942,11 +944,14 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
 
 /// Inserts `value` at `path` (all but the last part are tables, created when missing); on a non-table in the way,
 /// returns its name.
-fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+fn insert_path(table: &mut toml::Table, path: &[String], value: Option<toml::Value>) -> Result<(), String> {
     match path {
         [] => Ok(()),
         [last] => {
-            table.insert(last.clone(), value);
+            match value {
+                Some(v) => table.insert(last.clone(), v),
+                None => table.remove(last),
+            };
             Ok(())
         }
         [first, rest @ ..] => {

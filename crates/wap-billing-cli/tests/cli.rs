@@ -310,9 +310,16 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
 
-    // SIGTERM: a clean stop that releases the leases.
-    sim.generate_usage(2_000);
-    std::thread::sleep(Duration::from_millis(100));
+    // The resumed record is still bad: it halts again; skip it too.
+    wait_for("the halt after resume", &f, |s| usage_feed(s)["halt"]["event_id"].as_i64() == Some(bad2));
+    let out = bin().args(["skip", "usage", "--reason", "bad again", "--config"]).arg(&f.config).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // SIGTERM during a sync: a clean stop that releases the leases.
+    let more = sim.generate_usage(100_000);
+    wait_for("the sync to be under way", &f, |s| {
+        usage_feed(s)["feeds"][0]["last_event_id"].as_i64().is_some_and(|id| id >= *more.start())
+    });
     sigterm(&child);
     let exit = child.wait().unwrap();
     assert!(exit.success(), "run exited with {exit:?}:\n{}", std::fs::read_to_string(&log).unwrap());
@@ -323,8 +330,20 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
     let output = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(log.with_extension("out")).unwrap();
     assert!(output.contains("TRACE") || output.contains("DEBUG"), "the run logged at trace level");
     assert_no_secret("run at trace level", &output);
-    // The ledger file is readable afterwards (state consistent: a second run continues without a halt).
-    assert!(f.ledger.exists());
+    let stopped_at = usage_feed(&s)["feeds"][0]["last_event_id"].as_i64().unwrap();
+    assert!(stopped_at < *more.end(), "SIGTERM landed during the sync (stopped at {stopped_at} of {})", more.end());
+
+    // State consistent: a second run continues from the committed cursor to the end, no halt, and the ledger
+    // holds every record but the two skipped ones.
+    let mut child = spawn_run(&f, &f._dir.path().join("run2.log"));
+    let s =
+        wait_for("the second run", &f, |s| usage_feed(s)["feeds"][0]["last_event_id"].as_i64() == Some(*more.end()));
+    assert!(usage_feed(&s)["halt"].is_null(), "{s:#}");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let ledger = rt.block_on(wap_billing_engine::ledger::SqliteLedger::open(&f.ledger)).unwrap();
+    let held = rt.block_on(ledger.usage_count()).unwrap();
+    assert_eq!(held as usize, sim.usage_ids().len() - 2, "stopped at {stopped_at} of {}", more.end());
     rt.block_on(sim.shutdown());
 }
 
@@ -399,6 +418,30 @@ fn export_killed_halfway_and_resumed_has_every_record_once() {
     let first_ids: std::collections::BTreeSet<&str> =
         csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(first_ids.len(), 5, "{csv}");
+    rt.block_on(sim.shutdown());
+}
+
+#[test]
+fn a_wrong_usage_service_password_is_one_clear_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(WapSim::builder().seed(3).dataset(DatasetSpec::small()).start()).unwrap();
+    let f = fixture(&sim);
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&f.config)
+        .env("TEST_RESPONDER_PASSWORD", RESPONDER_PASSWORD)
+        .env("WAP_BILLING_USAGE_SERVICE__PASSWORD_FILE", "")
+        .env("WAP_BILLING_USAGE_SERVICE__PASSWORD", USAGE_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(
+        line.contains("HTTP 401") && line.contains("check usage_service.username / usage_service.password"),
+        "{stderr}"
+    );
+    assert_no_secret("run", &text(&out));
     rt.block_on(sim.shutdown());
 }
 
