@@ -16,8 +16,7 @@ use serde_json::Value;
 use url::Url;
 use wap_types::{
     AddonPriceQuery, AdminSubscription, AdminSubscriptionState, ApprovalOperation, BasicCredentials, EventMethod,
-    FeedKind, NotificationState, PlanAddonReference, PlanPriceQuery, PlanState, PriceAnswer, SyncState, UsageEvent,
-    WapDateTime,
+    FeedKind, NotificationState, PlanAddonReference, PlanPriceQuery, PriceAnswer, SyncState, UsageEvent, WapDateTime,
 };
 
 use crate::client::{send, OutRequest};
@@ -368,8 +367,8 @@ pub(crate) async fn create_subscription(inner: &Inner, r: CreateSubscription) ->
         let Some(plan) = data.feeds.catalogue.plans.get(&r.plan_id.to_ascii_lowercase()).cloned() else {
             return ActionOutcome::refused(op, format!("unknown plan {:?}", r.plan_id));
         };
-        if plan.get("State") == Some(&serde_json::json!(PlanState::Decommissioned)) {
-            return ActionOutcome::refused(op, format!("plan {:?} is decommissioned", r.plan_id));
+        if let Err(why) = crate::admin::plan_for_sale(&plan) {
+            return ActionOutcome::refused(op, format!("plan {:?} {why}: tenants buy only public plans", r.plan_id));
         }
         let sub_id = match &r.subscription_id {
             Some(id) => id.clone(),
@@ -505,6 +504,9 @@ pub(crate) async fn add_subscription_addon(inner: &Inner, subscription_id: &str,
         let Some(a) = data.feeds.catalogue.add_ons.get(&add_on_id.to_ascii_lowercase()) else {
             return ActionOutcome::refused(op, format!("unknown add-on {add_on_id:?}"));
         };
+        if let Err(why) = crate::admin::plan_for_sale(a) {
+            return ActionOutcome::refused(op, format!("add-on {add_on_id:?} {why}: tenants buy only public add-ons"));
+        }
         let id = a.get("Id").and_then(Value::as_str).unwrap_or(add_on_id).to_owned();
         (id, guid_from(&mut data.rng))
     };

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod approval;
 mod client;
 mod collector;
@@ -17,6 +18,7 @@ mod time;
 mod tls;
 mod usage;
 
+pub use admin::{AdminError, NewAddOn, NewPlan};
 pub use approval::{
     ActionOutcome, ActionStatus, AddOnApprovalRoute, CallResult, CreateSubscription, NotificationSubscriber,
     SubscriberCall, SubscriberType, SubscriptionUpdate,

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 use wap_types::{
-    AddonPriceQuery, AdminSubscription, BasicCredentials, FeedKind, LastId, Plan, PlanAddon, PlanPriceQuery,
-    PriceAnswer, Subscription, UsageRecord,
+    AddonPriceQuery, AdminSubscription, BasicCredentials, ConfigState, FeedKind, LastId, Plan, PlanAddon,
+    PlanPriceQuery, PlanState, PriceAnswer, Subscription, UsageRecord,
 };
 
 use crate::approval::{
@@ -677,6 +677,74 @@ impl WapSim {
     /// The registered subscribers.
     pub fn subscribers(&self) -> Vec<NotificationSubscriber> {
         self.inner.subscribers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    // ---- the administrator's side (plans and add-ons) ----
+
+    /// An administrator creates a plan: Private and not configured, with its services and add-on links.
+    pub fn create_plan(&self, plan: crate::NewPlan) -> Result<Plan, crate::AdminError> {
+        crate::admin::create_plan(&self.inner, plan)
+    }
+
+    /// An administrator finishes a plan's configuration (`ConfigState` 1).
+    pub fn configure_plan(&self, id: &str) -> Result<(), crate::AdminError> {
+        crate::admin::change_plan(&self.inner, id, serde_json::json!({ "ConfigState": ConfigState::Configured }))
+    }
+
+    /// An administrator renames a plan.
+    pub fn rename_plan(&self, id: &str, name: &str) -> Result<(), crate::AdminError> {
+        crate::admin::change_plan(&self.inner, id, serde_json::json!({ "DisplayName": name }))
+    }
+
+    /// An administrator makes a plan Public, Private or Decommissioned.
+    pub fn set_plan_state(&self, id: &str, state: PlanState) -> Result<(), crate::AdminError> {
+        crate::admin::change_plan(&self.inner, id, serde_json::json!({ "State": state }))
+    }
+
+    /// An administrator clones a plan (a new id, the configuration, services and add-on links kept; Private).
+    /// `name` defaults to the original's name with ` (clone)`.
+    pub fn clone_plan(&self, id: &str, name: Option<&str>) -> Result<Plan, crate::AdminError> {
+        crate::admin::clone_plan(&self.inner, id, name)
+    }
+
+    /// An administrator deletes a plan (refused while subscriptions use it); its links go first.
+    pub fn delete_plan(&self, id: &str) -> Result<(), crate::AdminError> {
+        crate::admin::delete_plan(&self.inner, id)
+    }
+
+    /// An administrator links an add-on to a plan.
+    pub fn link_add_on(&self, plan_id: &str, add_on_id: &str) -> Result<(), crate::AdminError> {
+        crate::admin::link_add_on(&self.inner, plan_id, add_on_id, true)
+    }
+
+    /// An administrator unlinks an add-on from a plan.
+    pub fn unlink_add_on(&self, plan_id: &str, add_on_id: &str) -> Result<(), crate::AdminError> {
+        crate::admin::link_add_on(&self.inner, plan_id, add_on_id, false)
+    }
+
+    /// An administrator creates an add-on: Private and not configured.
+    pub fn create_add_on(&self, add_on: crate::NewAddOn) -> Result<PlanAddon, crate::AdminError> {
+        crate::admin::create_add_on(&self.inner, add_on)
+    }
+
+    /// An administrator finishes an add-on's configuration (`ConfigState` 1).
+    pub fn configure_add_on(&self, id: &str) -> Result<(), crate::AdminError> {
+        crate::admin::change_add_on(&self.inner, id, serde_json::json!({ "ConfigState": ConfigState::Configured }))
+    }
+
+    /// An administrator makes an add-on Public, Private or Decommissioned.
+    pub fn set_add_on_state(&self, id: &str, state: PlanState) -> Result<(), crate::AdminError> {
+        crate::admin::change_add_on(&self.inner, id, serde_json::json!({ "State": state }))
+    }
+
+    /// An administrator clones an add-on (a new id, its configuration kept; Private).
+    pub fn clone_add_on(&self, id: &str, name: Option<&str>) -> Result<PlanAddon, crate::AdminError> {
+        crate::admin::clone_add_on(&self.inner, id, name)
+    }
+
+    /// An administrator deletes an add-on (refused while a subscription holds it); its plan links go first.
+    pub fn delete_add_on(&self, id: &str) -> Result<(), crate::AdminError> {
+        crate::admin::delete_add_on(&self.inner, id)
     }
 
     /// A tenant buys a plan (operation A).
