@@ -1,0 +1,130 @@
+//! A bounded, property-based fuzz of the same entry points as the cargo-fuzz targets in `fuzz/` (see
+//! `docs/fuzzing.md`), so every `cargo test` runs them: the spec fixtures as seeds, mutated (bytes flipped,
+//! inserted, deleted, truncated, spliced), plus arbitrary bytes. `PROPTEST_CASES` raises the count.
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+
+/// 512 per property, or `PROPTEST_CASES`.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+}
+
+fn fixtures() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mut out = Vec::new();
+        let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/spec/fixtures")];
+        while let Some(dir) = dirs.pop() {
+            let mut entries: Vec<PathBuf> =
+                std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            entries.sort();
+            for p in entries {
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|e| e == "json") {
+                    out.push(std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        assert!(out.len() >= 40, "the fixtures are the seeds ({} found)", out.len());
+        out
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(usize, u8),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+    Splice(usize, usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let token = prop::sample::select(vec![
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"{}".to_vec(),
+        b"\"\"".to_vec(),
+        b"-1".to_vec(),
+        b"9223372036854775807".to_vec(),
+        b"1e400".to_vec(),
+        b"\"\\ud800\"".to_vec(),
+        b"{\"Cpu\":{\"a\":[1]}}".to_vec(),
+        b"\"-00:00\"".to_vec(),
+        b",".to_vec(),
+        b"\xef\xbb\xbf".to_vec(),
+    ]);
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        (any::<usize>(), prop_oneof![token, prop::collection::vec(any::<u8>(), 1..8)])
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (any::<usize>(), 1usize..64).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(a, b, c)| Mutation::Splice(a, b, c)),
+    ]
+}
+
+fn apply(seed: &[u8], other: &[u8], mutations: &[Mutation]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for m in mutations {
+        let len = v.len().max(1);
+        match m {
+            Mutation::Flip(i, b) if !v.is_empty() => {
+                let i = i % v.len();
+                v[i] ^= b | 1;
+            }
+            Mutation::Insert(i, bytes) => {
+                let i = i % (v.len() + 1);
+                v.splice(i..i, bytes.iter().copied());
+            }
+            Mutation::Delete(i, n) if !v.is_empty() => {
+                let i = i % v.len();
+                let end = (i + n).min(v.len());
+                v.drain(i..end);
+            }
+            Mutation::Truncate(i) => v.truncate(i % len),
+            Mutation::Splice(at, from, n) if !other.is_empty() => {
+                let at = at % (v.len() + 1);
+                let from = from % other.len();
+                let end = (from + n % 256).min(other.len());
+                v.splice(at..at, other[from..end].iter().copied());
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wire_parsers_survive_mutated_fixtures(
+        pick in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+        mutations in prop::collection::vec(mutation(), 1..6),
+    ) {
+        let seeds = fixtures();
+        let input = apply(pick.get::<Vec<u8>>(seeds), other.get::<Vec<u8>>(seeds), &mutations);
+        harness::wire(&input);
+    }
+
+    #[test]
+    fn wire_parsers_survive_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        harness::wire(&bytes);
+    }
+}
+
+#[test]
+fn every_fixture_passes_the_harness_unchanged() {
+    for seed in fixtures() {
+        harness::wire(seed);
+    }
+}
