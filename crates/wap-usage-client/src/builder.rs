@@ -354,6 +354,13 @@ impl UsageClientBuilder {
         let raw = self.base_url.as_ref().ok_or_else(|| Error::Config("UsageServiceEndpoint is not set".into()))?;
         let mut url = Url::parse(raw.expose())
             .map_err(|e| Error::Config(format!("UsageServiceEndpoint {:?}: {e}", raw.redacted())))?;
+        if url.cannot_be_a_base() {
+            // `user:pass@host` without a scheme reads as the scheme `user`: name neither part.
+            return Err(Error::Config(format!(
+                "UsageServiceEndpoint {:?}: expected http:// or https:// followed by a host",
+                raw.redacted()
+            )));
+        }
         let mut credentials = self.credentials.clone();
         if !url.username().is_empty() || url.password().is_some() {
             let decode = |s: &str| percent_decode(s);
@@ -469,6 +476,69 @@ mod tests {
         let c = UsageClient::builder().base_url("http://a:b@wap.test/").credentials("x", "y").build().unwrap();
         assert_eq!(c.username(), "x");
         assert_eq!(c.base_url().as_str(), "http://wap.test/");
+    }
+
+    #[test]
+    fn zero_timeouts_and_intervals_are_refused_with_the_key() {
+        let err = |b: UsageClientBuilder| match b.base_url("http://wap.test/").credentials("u", "p").build() {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a configuration error, got {other:?}"),
+        };
+        assert!(err(UsageClient::builder().timeout(Duration::ZERO)).starts_with("UsageServiceTimeoutSeconds:"));
+        assert!(err(UsageClient::builder().setting("UsageServiceTimeoutSeconds", "0"))
+            .starts_with("UsageServiceTimeoutSeconds:"));
+        assert!(err(UsageClient::builder().poll_interval(Duration::ZERO)).starts_with("SyncIntervalMilliseconds:"));
+        assert!(err(UsageClient::builder().setting("SyncIntervalMilliseconds", "0"))
+            .starts_with("SyncIntervalMilliseconds:"));
+        assert!(err(UsageClient::builder().connect_timeout(Duration::ZERO)).starts_with("connect_timeout:"));
+        let ok = UsageClient::builder().base_url("http://wap.test/").credentials("u", "p");
+        assert!(ok.setting("SyncIntervalMilliseconds", "1").timeout(Duration::from_millis(1)).build().is_ok());
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn pins_with_disabled_verification_are_a_configuration_error() {
+        let pin = "ab".repeat(32);
+        let builders = [
+            UsageClient::builder().pinned_certificate_sha256([7; 32]).danger_disable_certificate_verification(),
+            UsageClient::builder().danger_disable_certificate_verification().pinned_certificate_sha256([7; 32]),
+            UsageClient::builder()
+                .setting("UsageServicePinnedCertSha256", &pin)
+                .setting("DisableSslVerification", "true"),
+        ];
+        for b in builders {
+            match b.base_url("https://wap.test:30022/").credentials("u", "p").build() {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains("UsageServicePinnedCertSha256") && m.contains("DisableSslVerification"), "{m}")
+                }
+                other => panic!("expected a configuration error, got {other:?}"),
+            }
+        }
+        let b = UsageClient::builder().setting("UsageServicePinnedCertSha256", &pin);
+        let b = b.setting("DisableSslVerification", "false").base_url("https://wap.test:30022/");
+        assert!(b.credentials("u", "p").build().is_ok(), "a pin alone is fine");
+    }
+
+    #[test]
+    fn credentials_in_the_endpoint_never_show_in_debug_or_errors() {
+        let b = UsageClient::builder().base_url("https://usagereader:S3cr3t-pw@wap.test:30022/");
+        let debug = format!("{b:?}");
+        assert!(!debug.contains("S3cr3t") && debug.contains("wap.test:30022"), "{debug}");
+        let b = UsageClient::builder().setting("UsageServiceEndpoint", "https://usagereader:S3cr3t-pw@wap.test/");
+        assert!(!format!("{b:?}").contains("S3cr3t"));
+        // a URL that does not parse (port out of range, a space in the host, no scheme)
+        for raw in [
+            "https://usagereader:S3cr3t-pw@wap.test:99999/",
+            "https://usagereader:S3cr3t-pw@wap test/",
+            "usagereader:S3cr3t-pw@wap.test:30022",
+        ] {
+            let b = UsageClient::builder().base_url(raw).credentials("u", "p");
+            assert!(!format!("{b:?}").contains("S3cr3t"), "{raw}");
+            let err = b.build().unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("S3cr3t") && !text.contains("usagereader"), "{raw}: {text}");
+            assert!(text.contains("UsageServiceEndpoint"), "{text}");
+        }
     }
 
     #[cfg(not(feature = "rustls"))]

@@ -445,15 +445,15 @@ where
         FeedStream::new(F::KIND, self.batch_size, pages, start, self.client.start_id_mode())
     }
 
-    /// Like [`stream_from`](Self::stream_from) but never ends: once caught up it waits `interval` (`None` = the
-    /// client's poll interval, 60 s by default) and polls again. An error is yielded as an item (after the retry
+    /// Like [`stream_from`](Self::stream_from) but never ends: once caught up it waits `interval` (`None` or zero =
+    /// the client's poll interval, 60 s by default, never zero) and polls again. An error is yielded as an item (after the retry
     /// policy gave up), then the stream waits `interval` and tries again from the same cursor, so a consumer that
     /// wants the spec's "retry forever" just logs errors and keeps polling.
     ///
     /// Cancel-safe: dropping it while it waits or mid-request loses nothing, since the cursor only advances with
     /// items yielded.
     pub fn follow(&self, start: StartId, interval: impl Into<Option<Duration>>) -> FeedStream<F::Item> {
-        let interval = interval.into().unwrap_or_else(|| self.client.poll_interval());
+        let interval = interval.into().filter(|i| !i.is_zero()).unwrap_or_else(|| self.client.poll_interval());
         let pages = stream::pages_forever(self.client.clone(), self.paging(), start, interval);
         FeedStream::new(F::KIND, self.batch_size, pages, start, self.client.start_id_mode())
     }
@@ -559,6 +559,123 @@ mod tests {
         };
         assert_eq!(gap.missing_ids(), 299);
         assert!(gap.to_string().contains("up to 299 record(s) with ids 501 to 799"), "{gap}");
+    }
+
+    fn bad(id: Option<i64>, index: usize) -> MalformedRecord {
+        MalformedRecord {
+            feed: FeedKind::Usage,
+            event_id: id,
+            index,
+            path: format!("[{index}].StartTime"),
+            message: "invalid type".into(),
+            raw: "{}".into(),
+        }
+    }
+
+    fn url() -> url::Url {
+        url::Url::parse("http://wap.test/usage").unwrap()
+    }
+
+    #[test]
+    fn a_malformed_record_stops_the_page_at_its_position() {
+        let items = vec![record(6), record(3), record(4), record(9)];
+        let malformed = vec![bad(Some(7), 3), bad(Some(5), 2), bad(Some(1), 0)];
+        let p = Page::assemble(FeedKind::Usage, items, malformed, StartId::new(3), 100, StartIdMode::Inclusive, false);
+        assert_eq!(ids(&p), [3, 4], "the lowest malformed id at or above the cursor (5) stops the page");
+        assert_eq!(p.next_start, StartId::new(5));
+        assert!(!p.caught_up);
+        assert_eq!(p.received, 7);
+        assert!(matches!(&p.halt, Some(PageHalt::Malformed(m)) if m.event_id == Some(5)));
+        let p = p.into_result(&url()).unwrap();
+        assert_eq!(p.len(), 2);
+        // the request that starts at it fails with it
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(6)],
+            vec![bad(Some(5), 0)],
+            StartId::new(5),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        match p.into_result(&url()) {
+            Err(Error::MalformedRecord { record, .. }) => {
+                assert_eq!(record.skip_start(StartIdMode::Inclusive), Some(StartId::new(6)));
+                assert_eq!(record.skip_start(StartIdMode::Exclusive), Some(StartId::new(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // no readable id: nothing can be placed before it
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(1), record(2)],
+            vec![bad(None, 2)],
+            StartId::BEGINNING,
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert!(p.items.is_empty() && !p.caught_up);
+        assert!(p.into_result(&url()).is_err());
+        // below the cursor (exclusive 5 wants ids above 5): already past it
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(6)],
+            vec![bad(Some(5), 0)],
+            StartId::new(5),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
+        assert_eq!((ids(&p), p.halt), (vec![6], None));
+    }
+
+    #[test]
+    fn i64_max_stops_an_inclusive_cursor_and_ends_an_exclusive_one() {
+        let max = i64::MAX;
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max), record(max - 1)],
+            vec![],
+            StartId::new(max - 1),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert_eq!(ids(&p), [max - 1]);
+        assert_eq!(p.halt, Some(PageHalt::CursorCannotAdvance { event_id: max }));
+        assert_eq!(p.next_start, StartId::new(max));
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max)],
+            vec![],
+            StartId::new(max),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert!(matches!(p.into_result(&url()), Err(Error::CursorCannotAdvance { event_id, .. }) if event_id == max));
+        // exclusive: startId i64::MAX wants ids above it, i.e. none (no saturation back onto MAX)
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max)],
+            vec![],
+            StartId::new(max),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
+        assert!(p.caught_up && p.is_empty() && p.halt.is_none());
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max)],
+            vec![],
+            StartId::new(max - 1),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
+        assert_eq!((ids(&p), p.next_start), (vec![max], StartId::new(max)));
     }
 
     #[test]

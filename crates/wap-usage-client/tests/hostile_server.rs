@@ -233,3 +233,20 @@ async fn only_200_and_204_are_pages() {
         Err(Error::Status { status: 202, .. })
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn follow_with_a_zero_interval_waits_the_poll_interval() {
+    let server = feed_server(&[]).await;
+    let c = UsageClient::builder()
+        .base_url(server.url())
+        .credentials("u", "p")
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    // Before the fix a zero interval polled an empty feed in a tight loop (no time passed between polls).
+    let pages: Vec<_> = c.usage().follow(StartId::BEGINNING, Duration::ZERO).pages().take(5).collect().await;
+    assert!(pages.iter().all(|p| p.as_ref().unwrap().caught_up));
+    assert_eq!(t0.elapsed(), Duration::from_secs(4 * 60));
+    assert_eq!(server.requests().len(), 5);
+}
