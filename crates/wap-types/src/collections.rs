@@ -21,9 +21,10 @@ impl<T> OrEmpty<T> for Option<Vec<T>> {
 
 /// A JSON object of string values, as in `UsageRecord.Resources` and `.Properties`.
 ///
-/// Values are strings on the wire (`"2048"`, `"0.75"`); a number or boolean sent instead is kept as its JSON text
-/// and a `null` value as `""`, so a record never fails over a meter's type. `null` for the whole map reads as
-/// empty.
+/// Values are strings on the wire (`"2048"`, `"0.75"`); a number or boolean sent instead is kept as its JSON text,
+/// a nested object or array (`{"Cpu": {"Cores": 2}}`, `["1"]`) as its compact JSON text (members in the order
+/// received) and a `null` value as `""`, so a record never fails over a meter's type. `null` for the whole map
+/// reads as empty.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct StringMap(pub BTreeMap<String, String>);
 
@@ -84,7 +85,7 @@ struct LenientString(String);
 impl<'de> serde::Deserialize<'de> for LenientString {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl serde::de::Visitor<'_> for V {
+        impl<'de> serde::de::Visitor<'de> for V {
             type Value = LenientString;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string value")
@@ -109,6 +110,106 @@ impl<'de> serde::Deserialize<'de> for LenientString {
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<LenientString, E> {
                 Ok(LenientString(String::new()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<LenientString, A::Error> {
+                let mut text = String::new();
+                JsonText::write_map(&mut text, map)?;
+                Ok(LenientString(text))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<LenientString, A::Error> {
+                let mut text = String::new();
+                JsonText::write_seq(&mut text, seq)?;
+                Ok(LenientString(text))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Any JSON value, written back as compact JSON text while it is read (members in the order received). Used for
+/// nested meter values; works with any self-describing deserializer.
+struct JsonText(String);
+
+impl JsonText {
+    fn write_map<'de, A: serde::de::MapAccess<'de>>(out: &mut String, mut map: A) -> Result<(), A::Error> {
+        out.push('{');
+        let mut first = true;
+        while let Some(key) = map.next_key::<String>()? {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            write_json_string(out, &key);
+            out.push(':');
+            out.push_str(&map.next_value::<JsonText>()?.0);
+        }
+        out.push('}');
+        Ok(())
+    }
+
+    fn write_seq<'de, A: serde::de::SeqAccess<'de>>(out: &mut String, mut seq: A) -> Result<(), A::Error> {
+        out.push('[');
+        let mut first = true;
+        while let Some(value) = seq.next_element::<JsonText>()? {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&value.0);
+        }
+        out.push(']');
+        Ok(())
+    }
+}
+
+fn write_json_string(out: &mut String, s: &str) {
+    // Serializing a `str` cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+impl<'de> serde::Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JsonText, E> {
+                let mut out = String::with_capacity(v.len() + 2);
+                write_json_string(&mut out, v);
+                Ok(JsonText(out))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<JsonText, E> {
+                Ok(JsonText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<JsonText, E> {
+                Ok(JsonText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<JsonText, E> {
+                Ok(JsonText(serde_json::Number::from_f64(v).map(|n| n.to_string()).unwrap_or_else(|| "null".into())))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<JsonText, E> {
+                Ok(JsonText(v.to_string()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<JsonText, E> {
+                Ok(JsonText("null".into()))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<JsonText, E> {
+                Ok(JsonText("null".into()))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<JsonText, D::Error> {
+                <JsonText as serde::Deserialize>::deserialize(d)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<JsonText, A::Error> {
+                let mut out = String::new();
+                JsonText::write_map(&mut out, map)?;
+                Ok(JsonText(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<JsonText, A::Error> {
+                let mut out = String::new();
+                JsonText::write_seq(&mut out, seq)?;
+                Ok(JsonText(out))
             }
         }
         d.deserialize_any(V)

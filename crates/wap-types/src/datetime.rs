@@ -22,6 +22,8 @@ enum OffsetForm {
     Zulu { lower: bool },
     /// `±HH:MM`, in minutes east of UTC.
     Minutes(i16),
+    /// `-00:00` (RFC 3339's "offset unknown"): UTC, written back with its minus sign.
+    MinusZero,
 }
 
 /// The canonical form this crate writes for values it creates: `YYYY-MM-DDTHH:MM:SS.fffffffZ`.
@@ -184,6 +186,10 @@ impl WapDateTime {
                 buf[len] = if lower { b'z' } else { b'Z' };
                 len += 1;
             }
+            OffsetForm::MinusZero => {
+                buf[len..len + 6].copy_from_slice(b"-00:00");
+                len += 6;
+            }
             OffsetForm::Minutes(m) => {
                 buf[len] = if m < 0 { b'-' } else { b'+' };
                 let m = u32::from(m.unsigned_abs());
@@ -264,7 +270,11 @@ fn parse(text: &str) -> Result<WapDateTime, &'static str> {
                 return Err("offset out of range");
             }
             let total = (h * 60 + m) as i16;
-            OffsetForm::Minutes(if *sign == b'-' { -total } else { total })
+            match (*sign, total) {
+                (b'-', 0) => OffsetForm::MinusZero,
+                (b'-', _) => OffsetForm::Minutes(-total),
+                _ => OffsetForm::Minutes(total),
+            }
         }
         _ => return Err("expected nothing, 'Z' or an offset ±HH:MM after the time"),
     };
@@ -368,6 +378,8 @@ mod tests {
             "0001-01-01T00:00:00",
             "2015-06-02T10:00:00+02:00",
             "2015-06-02T03:00:00.5-05:30",
+            "2015-06-02T08:00:00-00:00",
+            "2015-06-02T08:00:00.1234567+00:00",
         ] {
             let v = WapDateTime::parse(text).unwrap();
             assert_eq!(v.to_string(), text);
@@ -383,6 +395,17 @@ mod tests {
         assert!(plain.same_instant(&plus));
         assert_ne!(plain, z, "written forms differ");
         assert_eq!(plain.to_utc().to_rfc3339(), "2015-06-02T08:00:00+00:00");
+    }
+
+    #[test]
+    fn minus_zero_is_utc_and_round_trips_exactly() {
+        let minus = WapDateTime::parse("2015-06-02T08:00:00-00:00").unwrap();
+        let plus = WapDateTime::parse("2015-06-02T08:00:00+00:00").unwrap();
+        assert!(minus.same_instant(&plus) && minus.same_instant(&WapDateTime::parse("2015-06-02T08:00:00Z").unwrap()));
+        assert_eq!(minus.to_string(), "2015-06-02T08:00:00-00:00");
+        assert_eq!(serde_json::to_string(&minus).unwrap(), "\"2015-06-02T08:00:00-00:00\"");
+        assert_ne!(minus, plus, "written forms differ");
+        assert!(WapDateTime::parse("0001-01-01T00:00:00-00:00").unwrap().is_unset());
     }
 
     #[test]

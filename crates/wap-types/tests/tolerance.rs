@@ -149,6 +149,32 @@ fn meters_sent_as_numbers_are_kept_as_text() {
 }
 
 #[test]
+fn nested_meter_values_are_kept_as_their_json_text() {
+    // Fails the whole record (and so the page) as a wrong type if nested values are not tolerated.
+    let page = br#"[{"EventId": 1, "StartTime": "2015-06-02T08:00:00", "EndTime": "2015-06-02T08:03:00",
+        "SubscriptionId": "s",
+        "Resources": {"Cpu": {"Cores": 2, "Name": "x\"y", "Load": [0.5, null, true]}, "Disks": ["1"], "Mem": "2048"},
+        "Properties": {"Tags": {"b": 1, "a": {}}, "Empty": []}}]"#;
+    let records = json::page_from_slice::<UsageRecord>(page).unwrap();
+    let r = &records[0];
+    assert_eq!(r.resources.get("Cpu").unwrap(), r#"{"Cores":2,"Name":"x\"y","Load":[0.5,null,true]}"#);
+    assert_eq!(r.resources.get("Disks").unwrap(), r#"["1"]"#);
+    assert_eq!(r.metric("Mem"), Some(2048.0));
+    assert_eq!(r.metric("Cpu"), None, "a nested value is not a number");
+    let props = r.properties.as_ref().unwrap();
+    assert_eq!(props.get("Tags").unwrap(), r#"{"b":1,"a":{}}"#, "members stay in the order received");
+    assert_eq!(props.get("Empty").unwrap(), "[]");
+    // the kept text is valid JSON of the same value
+    let cpu: serde_json::Value = serde_json::from_str(r.resources.get("Cpu").unwrap()).unwrap();
+    assert_eq!(cpu, json!({"Cores": 2, "Name": "x\"y", "Load": [0.5, null, true]}));
+    // also through a `serde_json::Value` (not only from bytes)
+    let from_value: UsageRecord = serde_json::from_value(json!({"EventId": 2, "StartTime": "2015-06-02T08:00:00",
+        "EndTime": "2015-06-02T08:03:00", "SubscriptionId": "s", "Resources": {"Cpu": {"Cores": 2}}}))
+    .unwrap();
+    assert_eq!(from_value.resources.get("Cpu").unwrap(), r#"{"Cores":2}"#);
+}
+
+#[test]
 fn parse_errors_name_the_json_path_of_the_bad_member() {
     let page = br#"[
       {"EventId": 1, "StartTime": "2015-06-02T08:00:00", "EndTime": "2015-06-02T08:03:00", "SubscriptionId": "s", "Resources": {}},

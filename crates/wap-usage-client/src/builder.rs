@@ -11,6 +11,7 @@ use wap_types::{BasicCredentials, StartIdMode};
 use crate::client::UsageClient;
 use crate::clock::{Clock, TokioClock};
 use crate::error::Error;
+use crate::redact::RedactedUrl;
 use crate::retry::RetryPolicy;
 
 /// The request timeout default: 120 s (`UsageServiceTimeoutSeconds`, same as WAP's
@@ -44,11 +45,13 @@ pub const SETTING_KEYS: [&str; 12] = [
 
 /// Builds a [`UsageClient`]. Start with [`UsageClient::builder`].
 ///
-/// Setters never fail; problems (a malformed URL or pin, an unreadable CA file) are reported by
-/// [`build`](Self::build) as [`Error::Config`].
+/// Setters never fail; problems (a malformed URL or pin, an unreadable CA file, a zero timeout or poll interval,
+/// pins together with `DisableSslVerification`) are reported by [`build`](Self::build) as [`Error::Config`], naming
+/// the configuration key. Credentials never show in its `Debug` output nor in its errors, including those embedded
+/// in the endpoint URL (even a URL that does not parse).
 #[derive(Debug, Clone)]
 pub struct UsageClientBuilder {
-    base_url: Option<String>,
+    base_url: Option<RedactedUrl>,
     credentials: Option<BasicCredentials>,
     batch_size: u32,
     start_id_mode: StartIdMode,
@@ -101,7 +104,7 @@ impl UsageClientBuilder {
     /// appended to its path. User information in the URL (`https://user:pass@host/`) is removed from the URL and
     /// used as the credentials unless [`credentials`](Self::credentials) is called.
     pub fn base_url(mut self, url: impl AsRef<str>) -> Self {
-        self.base_url = Some(url.as_ref().to_owned());
+        self.base_url = Some(RedactedUrl::new(url.as_ref()));
         self
     }
 
@@ -144,13 +147,13 @@ impl UsageClientBuilder {
     }
 
     /// The timeout of one request attempt, connect, head and body included (`UsageServiceTimeoutSeconds`, default
-    /// 120 s).
+    /// 120 s). Zero is refused by [`build`](Self::build).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The timeout of opening a TCP connection (default 30 s).
+    /// The timeout of opening a TCP connection (default 30 s). Zero is refused by [`build`](Self::build).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -175,6 +178,7 @@ impl UsageClientBuilder {
     }
 
     /// How long `follow` waits after catching up before it polls again (`SyncIntervalMilliseconds`, default 60 s).
+    /// Zero is refused by [`build`](Self::build).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -221,7 +225,7 @@ impl UsageClientBuilder {
 
     /// Trusts exactly the server certificate whose DER has this SHA-256 (`UsageServicePinnedCertSha256`). Several
     /// pins may be added (certificate rotation). With a pin, chain, host name and validity are not checked; the
-    /// handshake signature is.
+    /// handshake signature is. Combined with `DisableSslVerification = true`, [`build`](Self::build) fails.
     #[cfg(feature = "rustls")]
     pub fn pinned_certificate_sha256(mut self, sha256: [u8; 32]) -> Self {
         self.tls.pins.push(sha256);
@@ -239,7 +243,8 @@ impl UsageClientBuilder {
     }
 
     /// **Dangerous**: accepts any server certificate (`DisableSslVerification = true`). Anyone on the network path
-    /// can then read the credentials and alter the data. Prefer a CA file or a pin.
+    /// can then read the credentials and alter the data. Prefer a CA file or a pin. Together with a pin it is a
+    /// configuration error at [`build`](Self::build): a pin must never be silently ignored.
     #[cfg(feature = "rustls")]
     pub fn danger_disable_certificate_verification(mut self) -> Self {
         self.tls.disable_verification = true;
@@ -266,7 +271,7 @@ impl UsageClientBuilder {
         };
         let bad = |what: &str| format!("{key}: {what}, got {value:?}");
         match key {
-            "UsageServiceEndpoint" => self.base_url = Some(v.to_owned()),
+            "UsageServiceEndpoint" => self.base_url = Some(RedactedUrl::new(v)),
             "UsageServiceUsername" => {
                 let password = self.credentials.take().map(|c| c.password).unwrap_or_default();
                 self.credentials = Some(BasicCredentials { username: value.to_owned(), password });
@@ -284,8 +289,8 @@ impl UsageClientBuilder {
                 _ => self.problems.push(bad("expected a positive number of seconds")),
             },
             "SyncIntervalMilliseconds" => match v.parse::<u64>() {
-                Ok(n) => self.poll_interval = Duration::from_millis(n),
-                Err(_) => self.problems.push(bad("expected milliseconds")),
+                Ok(n) if n > 0 => self.poll_interval = Duration::from_millis(n),
+                _ => self.problems.push(bad("expected a positive number of milliseconds")),
             },
             "StartIdInclusive" => match bool_value(v) {
                 Some(b) => self = self.start_id_inclusive(b),
@@ -327,8 +332,35 @@ impl UsageClientBuilder {
         if let Some(p) = self.problems.first() {
             return Err(Error::Config(p.clone()));
         }
-        let raw = self.base_url.as_deref().ok_or_else(|| Error::Config("UsageServiceEndpoint is not set".into()))?;
-        let mut url = Url::parse(raw).map_err(|e| Error::Config(format!("UsageServiceEndpoint {raw:?}: {e}")))?;
+        if self.timeout.is_zero() {
+            return Err(Error::Config(
+                "UsageServiceTimeoutSeconds: the request timeout must be greater than zero".into(),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::Config("connect_timeout: the connect timeout must be greater than zero".into()));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::Config("SyncIntervalMilliseconds: the poll interval must be greater than zero".into()));
+        }
+        #[cfg(feature = "rustls")]
+        if self.tls.disable_verification && !self.tls.pins.is_empty() {
+            return Err(Error::Config(
+                "UsageServicePinnedCertSha256 is set together with DisableSslVerification = true: a pin is a \
+                 verification, so the two contradict each other; remove one of them"
+                    .into(),
+            ));
+        }
+        let raw = self.base_url.as_ref().ok_or_else(|| Error::Config("UsageServiceEndpoint is not set".into()))?;
+        let mut url = Url::parse(raw.expose())
+            .map_err(|e| Error::Config(format!("UsageServiceEndpoint {:?}: {e}", raw.redacted())))?;
+        if url.cannot_be_a_base() {
+            // `user:pass@host` without a scheme reads as the scheme `user`: name neither part.
+            return Err(Error::Config(format!(
+                "UsageServiceEndpoint {:?}: expected http:// or https:// followed by a host",
+                raw.redacted()
+            )));
+        }
         let mut credentials = self.credentials.clone();
         if !url.username().is_empty() || url.password().is_some() {
             let decode = |s: &str| percent_decode(s);
@@ -444,6 +476,69 @@ mod tests {
         let c = UsageClient::builder().base_url("http://a:b@wap.test/").credentials("x", "y").build().unwrap();
         assert_eq!(c.username(), "x");
         assert_eq!(c.base_url().as_str(), "http://wap.test/");
+    }
+
+    #[test]
+    fn zero_timeouts_and_intervals_are_refused_with_the_key() {
+        let err = |b: UsageClientBuilder| match b.base_url("http://wap.test/").credentials("u", "p").build() {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a configuration error, got {other:?}"),
+        };
+        assert!(err(UsageClient::builder().timeout(Duration::ZERO)).starts_with("UsageServiceTimeoutSeconds:"));
+        assert!(err(UsageClient::builder().setting("UsageServiceTimeoutSeconds", "0"))
+            .starts_with("UsageServiceTimeoutSeconds:"));
+        assert!(err(UsageClient::builder().poll_interval(Duration::ZERO)).starts_with("SyncIntervalMilliseconds:"));
+        assert!(err(UsageClient::builder().setting("SyncIntervalMilliseconds", "0"))
+            .starts_with("SyncIntervalMilliseconds:"));
+        assert!(err(UsageClient::builder().connect_timeout(Duration::ZERO)).starts_with("connect_timeout:"));
+        let ok = UsageClient::builder().base_url("http://wap.test/").credentials("u", "p");
+        assert!(ok.setting("SyncIntervalMilliseconds", "1").timeout(Duration::from_millis(1)).build().is_ok());
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn pins_with_disabled_verification_are_a_configuration_error() {
+        let pin = "ab".repeat(32);
+        let builders = [
+            UsageClient::builder().pinned_certificate_sha256([7; 32]).danger_disable_certificate_verification(),
+            UsageClient::builder().danger_disable_certificate_verification().pinned_certificate_sha256([7; 32]),
+            UsageClient::builder()
+                .setting("UsageServicePinnedCertSha256", &pin)
+                .setting("DisableSslVerification", "true"),
+        ];
+        for b in builders {
+            match b.base_url("https://wap.test:30022/").credentials("u", "p").build() {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains("UsageServicePinnedCertSha256") && m.contains("DisableSslVerification"), "{m}")
+                }
+                other => panic!("expected a configuration error, got {other:?}"),
+            }
+        }
+        let b = UsageClient::builder().setting("UsageServicePinnedCertSha256", &pin);
+        let b = b.setting("DisableSslVerification", "false").base_url("https://wap.test:30022/");
+        assert!(b.credentials("u", "p").build().is_ok(), "a pin alone is fine");
+    }
+
+    #[test]
+    fn credentials_in_the_endpoint_never_show_in_debug_or_errors() {
+        let b = UsageClient::builder().base_url("https://usagereader:S3cr3t-pw@wap.test:30022/");
+        let debug = format!("{b:?}");
+        assert!(!debug.contains("S3cr3t") && debug.contains("wap.test:30022"), "{debug}");
+        let b = UsageClient::builder().setting("UsageServiceEndpoint", "https://usagereader:S3cr3t-pw@wap.test/");
+        assert!(!format!("{b:?}").contains("S3cr3t"));
+        // a URL that does not parse (port out of range, a space in the host, no scheme)
+        for raw in [
+            "https://usagereader:S3cr3t-pw@wap.test:99999/",
+            "https://usagereader:S3cr3t-pw@wap test/",
+            "usagereader:S3cr3t-pw@wap.test:30022",
+        ] {
+            let b = UsageClient::builder().base_url(raw).credentials("u", "p");
+            assert!(!format!("{b:?}").contains("S3cr3t"), "{raw}");
+            let err = b.build().unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("S3cr3t") && !text.contains("usagereader"), "{raw}: {text}");
+            assert!(text.contains("UsageServiceEndpoint"), "{text}");
+        }
     }
 
     #[cfg(not(feature = "rustls"))]

@@ -21,7 +21,7 @@ use wap_types::{
 use crate::builder::UsageClientBuilder;
 use crate::clock::Clock;
 use crate::error::{body_snippet, DecodeErrorKind, Error, TransportErrorKind};
-use crate::feed::{first_expected_id, FeedClient, Page, PageItem, RetentionGap};
+use crate::feed::{first_expected_id, FeedClient, MalformedRecord, Page, PageItem, RetentionGap};
 use crate::retry::RetryPolicy;
 use crate::retry_after::RetryAfter;
 
@@ -260,7 +260,8 @@ impl UsageClient {
         url
     }
 
-    /// One page's body exactly as received (status 2xx, retried under the policy), without parsing.
+    /// One page's body exactly as received (status `200`, or `204` as an empty body; retried under the policy),
+    /// without parsing. Any other status, another 2xx included, is an [`Error::Status`].
     pub async fn raw_page(&self, feed: FeedKind, start: StartId, batch: u32) -> Result<Bytes, Error> {
         let url = self.page_url(feed, start, batch);
         self.with_retry(&url, Ok).await
@@ -275,8 +276,9 @@ impl UsageClient {
     ) -> Result<Page<T>, Error> {
         let batch = clamp_batch_size(batch);
         let url = self.page_url(feed, start, batch);
-        let items: Vec<T> = self.with_retry(&url, |body| parse_page(&body, &url)).await?;
-        Ok(Page::assemble(feed, items, start, batch, self.inner.start_id_mode, self.inner.method_numeric_ordinals))
+        let (items, malformed) = self.with_retry(&url, |body| parse_page_entries::<T>(feed, &body, &url)).await?;
+        let mode = self.inner.start_id_mode;
+        Page::assemble(feed, items, malformed, start, batch, mode, self.inner.method_numeric_ordinals).into_result(&url)
     }
 
     /// [`fetch_page`](Self::fetch_page), and as soon as the body has arrived (before the full typed parse) sends
@@ -295,7 +297,7 @@ impl UsageClient {
         let mode = self.inner.start_id_mode;
         let mut announce = Some(next_start);
         let url = &url;
-        let items: Vec<T> = self
+        let (items, malformed) = self
             .with_retry_async(url, |body| {
                 let mut announced = false;
                 if let Some(max) = highest_event_id(&body).filter(|&max| max >= first_expected_id(start, mode)) {
@@ -309,11 +311,11 @@ impl UsageClient {
                         // take from: let it send the next request before this page is parsed here.
                         tokio::task::yield_now().await;
                     }
-                    parse_page_cooperatively(&body, url).await
+                    parse_page_cooperatively::<T>(feed, &body, url).await
                 }
             })
             .await?;
-        Ok(Page::assemble(feed, items, start, batch, mode, self.inner.method_numeric_ordinals))
+        Page::assemble(feed, items, malformed, start, batch, mode, self.inner.method_numeric_ordinals).into_result(url)
     }
 
     /// Confirms a page's retention-gap candidate by asking for the oldest retained record (see [`RetentionGap`]).
@@ -401,7 +403,9 @@ impl UsageClient {
         let response = self.inner.http.request(request).await.map_err(|e| classify_request_error(url, e))?;
         let (parts, body) = response.into_parts();
         let status = parts.status.as_u16();
-        if parts.status.is_success() {
+        // Only 200 (a page) and 204 (an empty page) are answers of the Usage Service; any other status, another 2xx
+        // included (a proxy's `202 Accepted` with an empty body is not "caught up"), is an error with its status.
+        if status == 200 || status == 204 {
             let limit = self.inner.max_body_bytes;
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
@@ -463,11 +467,15 @@ const PARSE_SLICE_BYTES: usize = 48 * 1024;
 /// [`parse_page`], yielding to the runtime every [`PARSE_SLICE_BYTES`]. Elements are read one by one from the
 /// array with their own `Deserialize`, as `parse_page` reads them; anything unusual (not an array, invalid UTF-8,
 /// a bad element) is handed to `parse_page`, whose answer (and error) is then the result.
-async fn parse_page_cooperatively<T: serde::de::DeserializeOwned>(body: &[u8], url: &Url) -> Result<Vec<T>, Error> {
+async fn parse_page_cooperatively<T: serde::de::DeserializeOwned>(
+    feed: FeedKind,
+    body: &[u8],
+    url: &Url,
+) -> Result<(Vec<T>, Vec<MalformedRecord>), Error> {
     let cursor = (body.len() >= 2 * PARSE_SLICE_BYTES).then(|| wap_types::json::JsonCursor::new(body)).flatten();
-    let Some(mut c) = cursor else { return parse_page(body, url) };
+    let Some(mut c) = cursor else { return parse_page_entries(feed, body, url) };
     if !c.eat(b'[') {
-        return parse_page(body, url);
+        return parse_page_entries(feed, body, url);
     }
     let mut items = Vec::new();
     let mut slice_start = c.offset();
@@ -475,13 +483,13 @@ async fn parse_page_cooperatively<T: serde::de::DeserializeOwned>(body: &[u8], u
         loop {
             match c.value::<T>() {
                 Some((item, _)) => items.push(item),
-                None => return parse_page(body, url),
+                None => return parse_page_entries(feed, body, url),
             }
             if c.eat(b']') {
                 break;
             }
             if !c.eat(b',') {
-                return parse_page(body, url);
+                return parse_page_entries(feed, body, url);
             }
             if c.offset() - slice_start >= PARSE_SLICE_BYTES {
                 tokio::task::yield_now().await;
@@ -490,9 +498,60 @@ async fn parse_page_cooperatively<T: serde::de::DeserializeOwned>(body: &[u8], u
         }
     }
     if !c.at_end() {
-        return parse_page(body, url); // trailing characters
+        return parse_page_entries(feed, body, url); // trailing characters
     }
-    Ok(items)
+    Ok((items, Vec::new()))
+}
+
+/// [`parse_page`], except that elements which are JSON but not of type `T` do not fail the page: each becomes a
+/// [`MalformedRecord`] (its id when readable, the JSON path of the bad member, its raw text). A body that is not
+/// a JSON array, or is truncated, still fails as a whole.
+pub(crate) fn parse_page_entries<T: serde::de::DeserializeOwned>(
+    feed: FeedKind,
+    body: &[u8],
+    url: &Url,
+) -> Result<(Vec<T>, Vec<MalformedRecord>), Error> {
+    let error = match parse_page::<T>(body, url) {
+        Ok(items) => return Ok((items, Vec::new())),
+        Err(e @ Error::Decode { kind: DecodeErrorKind::WrongType, .. }) => e,
+        Err(e) => return Err(e),
+    };
+    let Ok(elements) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(wap_types::json::strip_bom(body))
+    else {
+        return Err(error);
+    };
+    let mut items = Vec::with_capacity(elements.len());
+    let mut malformed = Vec::new();
+    for (index, element) in elements.iter().enumerate() {
+        match wap_types::json::from_slice::<T>(element.get().as_bytes()) {
+            Ok(item) => items.push(item),
+            Err(e) => {
+                let path = if e.path == "." { format!("[{index}]") } else { format!("[{index}].{}", e.path) };
+                let record = MalformedRecord {
+                    feed,
+                    event_id: read_event_id(element),
+                    index,
+                    path,
+                    message: e.message,
+                    raw: element.get().to_owned(),
+                };
+                tracing::warn!(feed = %feed, event_id = ?record.event_id, path = %record.path, error = %record.message, "record does not parse as its type");
+                malformed.push(record);
+            }
+        }
+    }
+    Ok((items, malformed))
+}
+
+/// The `EventId` member of a JSON object (name matched ignoring case; an integer or a string of one).
+fn read_event_id(element: &serde_json::value::RawValue) -> Option<i64> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(element.get()).ok()?;
+    let value = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("EventId")).map(|(_, v)| v)?;
+    match value {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(body: &[u8], url: &Url) -> Result<Vec<T>, Error> {
@@ -612,14 +671,14 @@ mod tests {
             .into_bytes()
     }
 
-    /// Both parsers on `body`: the same records, or errors of the same kind.
+    /// Both parsers on `body`: the same records (and malformed records), or errors of the same kind.
     async fn same_answer(body: &[u8]) -> Option<usize> {
-        let reference = parse_page::<wap_types::UsageRecord>(body, &url());
-        let cooperative = parse_page_cooperatively::<wap_types::UsageRecord>(body, &url()).await;
+        let reference = parse_page_entries::<wap_types::UsageRecord>(FeedKind::Usage, body, &url());
+        let cooperative = parse_page_cooperatively::<wap_types::UsageRecord>(FeedKind::Usage, body, &url()).await;
         match (reference, cooperative) {
             (Ok(a), Ok(b)) => {
                 assert_eq!(a, b);
-                Some(a.len())
+                Some(a.0.len())
             }
             (Err(Error::Decode { kind: a, .. }), Err(Error::Decode { kind: b, .. })) => {
                 assert_eq!(a, b);
@@ -649,7 +708,7 @@ mod tests {
         let text = String::from_utf8(page.clone()).unwrap();
         let wrong_type = text.replacen(r#""EventId":900,"#, r#""EventId":"nine hundred","#, 1);
         assert_ne!(wrong_type, text);
-        assert_eq!(same_answer(wrong_type.as_bytes()).await, None);
+        assert_eq!(same_answer(wrong_type.as_bytes()).await, Some(999), "one malformed record, the rest read");
         let doubled = text.replacen("},{", "},,{", 1);
         assert_eq!(same_answer(doubled.as_bytes()).await, None);
         let mut invalid = page.clone();

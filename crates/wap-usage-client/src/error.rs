@@ -47,7 +47,8 @@ pub enum DecodeErrorKind {
     /// (retryable).
     NotAPage,
     /// Valid JSON array, but an element does not fit its type (e.g. `[3].EventId` is a string). Identical bytes will
-    /// not improve: an adapter-side error (not retried).
+    /// not improve: an adapter-side error (not retried). Typed pages report such an element as
+    /// [`Error::MalformedRecord`] at its position instead, after the records before it.
     WrongType,
 }
 
@@ -84,7 +85,8 @@ pub enum Error {
         /// The timeout that elapsed.
         after: Duration,
     },
-    /// The server answered with a status other than `200`/`204` (a 3xx too: redirects are not followed).
+    /// The server answered with a status other than `200`/`204`: any other 2xx (not a page: retryable, like a 5xx),
+    /// a 3xx (redirects are not followed), a 4xx or a 5xx.
     #[error("{url} answered HTTP {status}{}: {body_snippet:?}", config_hint(*.status))]
     Status {
         /// The HTTP status code.
@@ -124,9 +126,42 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The request started at a record that cannot be read as its feed's type (see
+    /// [`MalformedRecord`](crate::MalformedRecord)): the records before it were delivered on earlier pages, and the
+    /// same record comes back on every retry. Not retried; adapter side (like [`DecodeErrorKind::WrongType`]). A
+    /// consumer halts on it; skipping it is an operator's decision
+    /// ([`MalformedRecord::skip_start`](crate::MalformedRecord::skip_start)).
+    #[error("{record} (from {url}); raw record: {}", raw_excerpt(&record.raw))]
+    MalformedRecord {
+        /// The request URL (without credentials).
+        url: Box<Url>,
+        /// The record: its id (when readable), the JSON path of the bad member and its raw JSON.
+        record: Box<crate::feed::MalformedRecord>,
+    },
+    /// The request started at a record with `EventId = i64::MAX` under `StartIdInclusive = true`: the cursor
+    /// cannot advance past it (`startId` would be `i64::MAX + 1`), so the feed cannot continue. Not retried.
+    #[error(
+        "{url} returned EventId {event_id}: the cursor cannot advance past it (startId would exceed i64::MAX); the \
+         feed cannot continue"
+    )]
+    CursorCannotAdvance {
+        /// The request URL (without credentials).
+        url: Box<Url>,
+        /// The id that cannot be continued after.
+        event_id: i64,
+    },
     /// The client configuration is invalid (bad URL, unreadable CA file, malformed pin, …).
     #[error("invalid Usage Service client configuration: {0}")]
     Config(String),
+}
+
+/// At most 512 characters of a malformed record's JSON for the error message (the whole text is in the record).
+fn raw_excerpt(raw: &str) -> String {
+    const MAX: usize = 512;
+    match raw.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &raw[..cut]),
+        None => raw.to_owned(),
+    }
 }
 
 /// An error and its sources as one line (`client error (Connect): tcp connect error: Connection refused`), each
@@ -147,6 +182,7 @@ pub(crate) fn chain_text(error: &(dyn StdError + 'static)) -> String {
 fn config_hint(status: u16) -> &'static str {
     match status {
         401 | 403 => " (configuration error: check UsageServiceUsername / UsageServicePassword)",
+        201..=299 => " (only 200 and 204 are pages)",
         300..=399 => " (redirects are not followed)",
         _ => "",
     }
@@ -154,14 +190,19 @@ fn config_hint(status: u16) -> &'static str {
 
 impl Error {
     /// Whether retrying the same request may succeed: connect errors, resets, incomplete or truncated bodies,
-    /// timeouts, bodies that are not a JSON array, and the statuses 408, 429 and 5xx. Never 400, 401, 403, 404, other
-    /// 4xx, 3xx, TLS or configuration errors, nor an element of the wrong type.
+    /// timeouts, bodies that are not a JSON array, and the statuses 408, 429, 5xx and the 2xx other than 200/204
+    /// (e.g. a proxy's `202`). Never 400, 401, 403, 404, other 4xx, 3xx, TLS or configuration errors, nor an
+    /// element of the wrong type.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } => true,
-            Error::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Error::Status { status, .. } => matches!(status, 201..=299 | 408 | 429 | 500..=599),
             Error::Decode { kind, .. } => matches!(kind, DecodeErrorKind::Truncated | DecodeErrorKind::NotAPage),
-            Error::BodyTooLarge { .. } | Error::Tls { .. } | Error::Config(_) => false,
+            Error::BodyTooLarge { .. }
+            | Error::Tls { .. }
+            | Error::MalformedRecord { .. }
+            | Error::CursorCannotAdvance { .. }
+            | Error::Config(_) => false,
         }
     }
 
@@ -171,7 +212,7 @@ impl Error {
     pub fn is_wap_side(&self) -> bool {
         match self {
             Error::Decode { kind, .. } => *kind != DecodeErrorKind::WrongType,
-            Error::Config(_) => false,
+            Error::MalformedRecord { .. } | Error::Config(_) => false,
             _ => true,
         }
     }
@@ -197,15 +238,19 @@ impl Error {
             | Error::Status { url, .. }
             | Error::Decode { url, .. }
             | Error::BodyTooLarge { url, .. }
-            | Error::Tls { url, .. } => Some(url),
+            | Error::Tls { url, .. }
+            | Error::MalformedRecord { url, .. }
+            | Error::CursorCannotAdvance { url, .. } => Some(url),
             Error::Config(_) => None,
         }
     }
 
-    /// The JSON path of the bad member, for [`Error::Decode`] (`[3].EventId`; `.` for the whole body).
+    /// The JSON path of the bad member, for [`Error::Decode`] (`[3].EventId`; `.` for the whole body) and
+    /// [`Error::MalformedRecord`].
     pub fn json_path(&self) -> Option<&str> {
         match self {
             Error::Decode { source, .. } => Some(&source.path),
+            Error::MalformedRecord { record, .. } => Some(&record.path),
             _ => None,
         }
     }

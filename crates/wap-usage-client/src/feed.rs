@@ -107,6 +107,84 @@ pub struct Page<T> {
     /// Records deleted by retention before they were pulled (see [`RetentionGap`]); set on the first page of a
     /// stream only, never by [`FeedClient::page`].
     pub retention_gap: Option<RetentionGap>,
+    /// Why the page stops before its last record (see [`PageHalt`]): `items` end before the halting record and
+    /// `next_start` points at it, so the next request fails with the matching error (a
+    /// [`Error::MalformedRecord`] or [`Error::CursorCannotAdvance`]) instead of skipping it.
+    pub halt: Option<PageHalt>,
+}
+
+/// A record of a page that cannot be read as its feed's type: a member of the wrong type (`"StartTime": 5`), a
+/// missing required member. Nested meter values are not malformed (they are kept as their JSON text).
+///
+/// The client never skips it: the items before it are delivered, then the pull stops at it with
+/// [`Error::MalformedRecord`] (the same record on every retry), so a consumer can halt, show it to an operator,
+/// and — if the operator decides so — resume at [`skip_start`](Self::skip_start) to skip it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MalformedRecord {
+    /// The feed.
+    pub feed: FeedKind,
+    /// Its `EventId` (an integer, or a string of one; name matched ignoring case), `None` when it cannot be read.
+    /// A record without a readable id cannot be placed in the feed: the page stops at the cursor.
+    pub event_id: Option<i64>,
+    /// Its position in the page (0-based, as received).
+    pub index: usize,
+    /// The JSON path of the bad member within the page (`[3].StartTime`).
+    pub path: String,
+    /// What was wrong.
+    pub message: String,
+    /// The record's JSON text, exactly as received.
+    pub raw: String,
+}
+
+impl MalformedRecord {
+    /// The `startId` that continues after this record (skipping it) under `mode`; `None` when its id is unreadable
+    /// or cannot be continued after (`i64::MAX` with `StartIdInclusive = true`).
+    pub fn skip_start(&self, mode: StartIdMode) -> Option<StartId> {
+        let id = self.event_id?;
+        match mode {
+            StartIdMode::Inclusive => id.checked_add(1).map(StartId::new),
+            StartIdMode::Exclusive => Some(StartId::new(id)),
+        }
+    }
+}
+
+impl fmt::Display for MalformedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.event_id {
+            Some(id) => write!(f, "record EventId {id} of {} does not parse", self.feed)?,
+            None => write!(f, "a record of {} with no readable EventId does not parse", self.feed)?,
+        }
+        write!(f, ": invalid {} at {}: {}", self.feed.name(), self.path, self.message)
+    }
+}
+
+/// Why a [`Page`] stops before its last record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PageHalt {
+    /// A record that cannot be read (see [`MalformedRecord`]).
+    Malformed(MalformedRecord),
+    /// A record with `EventId = i64::MAX` under `StartIdInclusive = true`: the cursor after it (`i64::MAX + 1`)
+    /// cannot be sent, so the record is not delivered (its cursor would ask for it again, forever).
+    CursorCannotAdvance {
+        /// The id (`i64::MAX`).
+        event_id: i64,
+    },
+}
+
+impl PageHalt {
+    /// The error a request that starts at the halting record fails with.
+    pub(crate) fn to_error(&self, url: &url::Url) -> Error {
+        match self {
+            PageHalt::Malformed(record) => {
+                Error::MalformedRecord { url: Box::new(url.clone()), record: Box::new(record.clone()) }
+            }
+            PageHalt::CursorCannotAdvance { event_id } => {
+                Error::CursorCannotAdvance { url: Box::new(url.clone()), event_id: *event_id }
+            }
+        }
+    }
 }
 
 impl<T: PageItem> Page<T> {
@@ -115,28 +193,52 @@ impl<T: PageItem> Page<T> {
     pub(crate) fn assemble(
         feed: FeedKind,
         mut items: Vec<T>,
+        malformed: Vec<MalformedRecord>,
         start: StartId,
         batch_size: u32,
         mode: StartIdMode,
         numeric_ordinals: bool,
     ) -> Page<T> {
-        let received = items.len();
+        let received = items.len() + malformed.len();
         if numeric_ordinals {
             items.iter_mut().for_each(PageItem::apply_method_numeric_ordinals);
         }
         items.sort_by_key(HasEventId::event_id);
-        let first_expected = first_expected_id(start, mode);
-        items.retain(|i| i.event_id() >= first_expected);
+        items.retain(|i| wanted(start, mode, i.event_id()));
         items.dedup_by_key(|i| i.event_id());
-        let dropped = received - items.len();
+        let dropped = received - malformed.len() - items.len();
         if dropped > 0 {
             tracing::info!(feed = %feed, start = start.get(), dropped, "dropped records at or below the cursor (overlapping page)");
         }
+        // The page stops at the first record that cannot be delivered: one without a readable id (it cannot be
+        // placed: the page stops at the cursor), the lowest malformed id at or above the cursor, or i64::MAX on an
+        // inclusive cursor. Its position: `None` = before every record.
+        let mut halt: Option<(Option<i64>, PageHalt)> = None;
+        for record in malformed {
+            let position = match record.event_id {
+                Some(id) if !wanted(start, mode, id) => continue, // below the cursor: already past it
+                id => id,
+            };
+            if halt.as_ref().is_none_or(|(at, _)| before(position, *at)) {
+                halt = Some((position, PageHalt::Malformed(record)));
+            }
+        }
+        if mode == StartIdMode::Inclusive && items.last().is_some_and(|i| i.event_id() == i64::MAX) {
+            let position = Some(i64::MAX);
+            if halt.as_ref().is_none_or(|(at, _)| before(position, *at)) {
+                halt = Some((position, PageHalt::CursorCannotAdvance { event_id: i64::MAX }));
+            }
+        }
+        if let Some((position, reason)) = &halt {
+            items.retain(|i| position.is_some_and(|p| i.event_id() < p));
+            tracing::warn!(feed = %feed, start = start.get(), delivered = items.len(), ?reason, "the page stops at a record that cannot be delivered");
+        }
+        let halt = halt.map(|(_, reason)| reason);
         let next_start = match items.last() {
             Some(last) => StartId::resume(Some(last.event_id()), mode),
             None => start,
         };
-        let caught_up = items.is_empty();
+        let caught_up = items.is_empty() && halt.is_none();
         if caught_up && received > 0 {
             tracing::warn!(feed = %feed, start = start.get(), received, "the page held only records below the cursor; treating the feed as caught up");
         }
@@ -150,7 +252,25 @@ impl<T: PageItem> Page<T> {
             received,
             dropped,
             retention_gap: None,
+            halt,
         }
+    }
+
+    /// The page, or the error of its halting record when it holds nothing before it (the request started at it).
+    pub(crate) fn into_result(self, url: &url::Url) -> Result<Page<T>, Error> {
+        match &self.halt {
+            Some(halt) if self.items.is_empty() => Err(halt.to_error(url)),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// Whether halt position `a` comes before `b` (`None` = before every id).
+fn before(a: Option<i64>, b: Option<i64>) -> bool {
+    match (a, b) {
+        (None, _) => b.is_some(),
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a < b,
     }
 }
 
@@ -161,13 +281,12 @@ impl<T: HasEventId> Page<T> {
         if start <= self.requested_start {
             return self;
         }
-        let first_expected = first_expected_id(start, mode);
         let before = self.items.len();
-        self.items.retain(|i| i.event_id() >= first_expected);
+        self.items.retain(|i| wanted(start, mode, i.event_id()));
         self.dropped += before - self.items.len();
         if self.items.is_empty() {
             self.next_start = start;
-            self.caught_up = self.received == 0;
+            self.caught_up = self.received == 0 && self.halt.is_none();
         }
         self
     }
@@ -195,6 +314,15 @@ impl<T> Page<T> {
     /// The items.
     pub fn into_items(self) -> Vec<T> {
         self.items
+    }
+}
+
+/// Whether a record with `id` is wanted by a request at `start`: `id >= startId` (inclusive) or `id > startId`
+/// (exclusive; compared directly, so `startId = i64::MAX` wants nothing instead of saturating back onto itself).
+pub(crate) fn wanted(start: StartId, mode: StartIdMode, id: i64) -> bool {
+    match mode {
+        StartIdMode::Inclusive => id >= start.get(),
+        StartIdMode::Exclusive => id > start.get(),
     }
 }
 
@@ -317,15 +445,15 @@ where
         FeedStream::new(F::KIND, self.batch_size, pages, start, self.client.start_id_mode())
     }
 
-    /// Like [`stream_from`](Self::stream_from) but never ends: once caught up it waits `interval` (`None` = the
-    /// client's poll interval, 60 s by default) and polls again. An error is yielded as an item (after the retry
+    /// Like [`stream_from`](Self::stream_from) but never ends: once caught up it waits `interval` (`None` or zero =
+    /// the client's poll interval, 60 s by default, never zero) and polls again. An error is yielded as an item (after the retry
     /// policy gave up), then the stream waits `interval` and tries again from the same cursor, so a consumer that
     /// wants the spec's "retry forever" just logs errors and keeps polling.
     ///
     /// Cancel-safe: dropping it while it waits or mid-request loses nothing, since the cursor only advances with
     /// items yielded.
     pub fn follow(&self, start: StartId, interval: impl Into<Option<Duration>>) -> FeedStream<F::Item> {
-        let interval = interval.into().unwrap_or_else(|| self.client.poll_interval());
+        let interval = interval.into().filter(|i| !i.is_zero()).unwrap_or_else(|| self.client.poll_interval());
         let pages = stream::pages_forever(self.client.clone(), self.paging(), start, interval);
         FeedStream::new(F::KIND, self.batch_size, pages, start, self.client.start_id_mode())
     }
@@ -347,7 +475,7 @@ mod tests {
     #[test]
     fn sorts_drops_and_continues() {
         let items = vec![record(9), record(5), record(7), record(3), record(7)];
-        let p = Page::assemble(FeedKind::Usage, items, StartId::new(5), 100, StartIdMode::Inclusive, false);
+        let p = Page::assemble(FeedKind::Usage, items, vec![], StartId::new(5), 100, StartIdMode::Inclusive, false);
         assert_eq!(ids(&p), [5, 7, 9]);
         assert_eq!((p.received, p.dropped), (5, 2));
         assert_eq!(p.next_start, StartId::new(10));
@@ -358,7 +486,7 @@ mod tests {
     #[test]
     fn exclusive_mode_continues_at_the_highest_id() {
         let items = vec![record(5), record(6)];
-        let p = Page::assemble(FeedKind::Usage, items, StartId::new(5), 100, StartIdMode::Exclusive, false);
+        let p = Page::assemble(FeedKind::Usage, items, vec![], StartId::new(5), 100, StartIdMode::Exclusive, false);
         assert_eq!(ids(&p), [6], "startId 5 exclusive wants ids > 5");
         assert_eq!(p.next_start, StartId::new(6));
     }
@@ -368,6 +496,7 @@ mod tests {
         let p = Page::<UsageRecord>::assemble(
             FeedKind::Usage,
             vec![],
+            vec![],
             StartId::new(42),
             100,
             StartIdMode::Inclusive,
@@ -375,22 +504,51 @@ mod tests {
         );
         assert!(p.caught_up && p.is_empty());
         assert_eq!(p.next_start, StartId::new(42));
-        let p = Page::assemble(FeedKind::Usage, vec![record(1)], StartId::new(42), 100, StartIdMode::Inclusive, false);
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(1)],
+            vec![],
+            StartId::new(42),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
         assert!(p.caught_up && p.is_empty());
         assert_eq!((p.received, p.dropped, p.next_start), (1, 1, StartId::new(42)));
     }
 
     #[test]
     fn gap_candidates_only_when_resuming_above_zero() {
-        let p =
-            Page::assemble(FeedKind::Usage, vec![record(800)], StartId::new(501), 100, StartIdMode::Inclusive, false);
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(800)],
+            vec![],
+            StartId::new(501),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
         assert_eq!(p.gap_candidate(StartIdMode::Inclusive), Some((501, 800)));
         assert_eq!(p.retention_gap, None, "never set by a single page");
-        let p =
-            Page::assemble(FeedKind::Usage, vec![record(800)], StartId::BEGINNING, 100, StartIdMode::Inclusive, false);
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(800)],
+            vec![],
+            StartId::BEGINNING,
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
         assert_eq!(p.gap_candidate(StartIdMode::Inclusive), None);
-        let p =
-            Page::assemble(FeedKind::Usage, vec![record(502)], StartId::new(501), 100, StartIdMode::Exclusive, false);
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(502)],
+            vec![],
+            StartId::new(501),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
         assert_eq!(p.gap_candidate(StartIdMode::Exclusive), None, "exclusive startId 501 expects 502 first");
         let gap = RetentionGap {
             feed: FeedKind::Usage,
@@ -403,13 +561,138 @@ mod tests {
         assert!(gap.to_string().contains("up to 299 record(s) with ids 501 to 799"), "{gap}");
     }
 
+    fn bad(id: Option<i64>, index: usize) -> MalformedRecord {
+        MalformedRecord {
+            feed: FeedKind::Usage,
+            event_id: id,
+            index,
+            path: format!("[{index}].StartTime"),
+            message: "invalid type".into(),
+            raw: "{}".into(),
+        }
+    }
+
+    fn url() -> url::Url {
+        url::Url::parse("http://wap.test/usage").unwrap()
+    }
+
+    #[test]
+    fn a_malformed_record_stops_the_page_at_its_position() {
+        let items = vec![record(6), record(3), record(4), record(9)];
+        let malformed = vec![bad(Some(7), 3), bad(Some(5), 2), bad(Some(1), 0)];
+        let p = Page::assemble(FeedKind::Usage, items, malformed, StartId::new(3), 100, StartIdMode::Inclusive, false);
+        assert_eq!(ids(&p), [3, 4], "the lowest malformed id at or above the cursor (5) stops the page");
+        assert_eq!(p.next_start, StartId::new(5));
+        assert!(!p.caught_up);
+        assert_eq!(p.received, 7);
+        assert!(matches!(&p.halt, Some(PageHalt::Malformed(m)) if m.event_id == Some(5)));
+        let p = p.into_result(&url()).unwrap();
+        assert_eq!(p.len(), 2);
+        // the request that starts at it fails with it
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(6)],
+            vec![bad(Some(5), 0)],
+            StartId::new(5),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        match p.into_result(&url()) {
+            Err(Error::MalformedRecord { record, .. }) => {
+                assert_eq!(record.skip_start(StartIdMode::Inclusive), Some(StartId::new(6)));
+                assert_eq!(record.skip_start(StartIdMode::Exclusive), Some(StartId::new(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // no readable id: nothing can be placed before it
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(1), record(2)],
+            vec![bad(None, 2)],
+            StartId::BEGINNING,
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert!(p.items.is_empty() && !p.caught_up);
+        assert!(p.into_result(&url()).is_err());
+        // below the cursor (exclusive 5 wants ids above 5): already past it
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(6)],
+            vec![bad(Some(5), 0)],
+            StartId::new(5),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
+        assert_eq!((ids(&p), p.halt), (vec![6], None));
+    }
+
+    #[test]
+    fn i64_max_stops_an_inclusive_cursor_and_ends_an_exclusive_one() {
+        let max = i64::MAX;
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max), record(max - 1)],
+            vec![],
+            StartId::new(max - 1),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert_eq!(ids(&p), [max - 1]);
+        assert_eq!(p.halt, Some(PageHalt::CursorCannotAdvance { event_id: max }));
+        assert_eq!(p.next_start, StartId::new(max));
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max)],
+            vec![],
+            StartId::new(max),
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
+        assert!(matches!(p.into_result(&url()), Err(Error::CursorCannotAdvance { event_id, .. }) if event_id == max));
+        // exclusive: startId i64::MAX wants ids above it, i.e. none (no saturation back onto MAX)
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max)],
+            vec![],
+            StartId::new(max),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
+        assert!(p.caught_up && p.is_empty() && p.halt.is_none());
+        let p = Page::assemble(
+            FeedKind::Usage,
+            vec![record(max)],
+            vec![],
+            StartId::new(max - 1),
+            100,
+            StartIdMode::Exclusive,
+            false,
+        );
+        assert_eq!((ids(&p), p.next_start), (vec![max], StartId::new(max)));
+    }
+
     #[test]
     fn numeric_ordinals_are_applied_only_when_enabled() {
         let ev = |id, m: &str| {
             UsageEvent::new(id, NotificationState::Acknowledged, EventMethod::parse(m), AdminSubscription::default())
         };
         let make = || vec![ev(1, "1"), ev(2, "2"), ev(3, "3"), ev(4, "0"), ev(5, "7")];
-        let p = Page::assemble(FeedKind::Subscriptions, make(), StartId::BEGINNING, 100, StartIdMode::Inclusive, true);
+        let p = Page::assemble(
+            FeedKind::Subscriptions,
+            make(),
+            vec![],
+            StartId::BEGINNING,
+            100,
+            StartIdMode::Inclusive,
+            true,
+        );
         let methods: Vec<_> = p.items.iter().map(|e| e.method.clone()).collect();
         assert_eq!(
             methods,
@@ -421,7 +704,15 @@ mod tests {
                 EventMethod::Other("7".into())
             ]
         );
-        let p = Page::assemble(FeedKind::Subscriptions, make(), StartId::BEGINNING, 100, StartIdMode::Inclusive, false);
+        let p = Page::assemble(
+            FeedKind::Subscriptions,
+            make(),
+            vec![],
+            StartId::BEGINNING,
+            100,
+            StartIdMode::Inclusive,
+            false,
+        );
         assert_eq!(p.items[0].method, EventMethod::Other("1".into()));
     }
 }

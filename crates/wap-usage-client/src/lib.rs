@@ -5,6 +5,7 @@ mod client;
 mod clock;
 mod error;
 mod feed;
+mod redact;
 mod retry;
 mod retry_after;
 mod stream;
@@ -18,7 +19,7 @@ pub use builder::{
 pub use client::UsageClient;
 pub use clock::{Clock, Sleep, TokioClock};
 pub use error::{BoxError, DecodeErrorKind, Error, TransportErrorKind};
-pub use feed::{FeedClient, FeedItem, Page, PageItem, RetentionGap};
+pub use feed::{FeedClient, FeedItem, MalformedRecord, Page, PageHalt, PageItem, RetentionGap};
 pub use retry::{RetryPolicy, RetrySchedule};
 pub use retry_after::RetryAfter;
 pub use stream::{FeedStream, PageStream, Prefetch};

@@ -15,7 +15,10 @@ use crate::error::Error;
 ///
 /// The wait before retry `n` (1-based) has the base `min(initial × multiplier^(n-1), max_delay)`; with jitter
 /// (default) the actual wait is drawn uniformly from `[base/2, base]` (adapter-engine.md §3). A `Retry-After` header
-/// on a 408/429/5xx answer replaces the computed wait (capped by [`max_retry_after`](RetryPolicy::max_retry_after)).
+/// on a 408/429/5xx answer lengthens the computed wait to what it asks (capped by
+/// [`max_retry_after`](RetryPolicy::max_retry_after)); it never shortens it, so `Retry-After: 0` or a date in the
+/// past still waits the back-off. All arithmetic saturates: `Duration::MAX` as a cap and a `Retry-After` of
+/// 10^20 seconds wait "forever" rather than overflow.
 ///
 /// The default is the spec's back-off (`WapRetryInitialMilliseconds` 1000 → `WapRetryMaxMilliseconds` 300000) bounded
 /// to 15 minutes of elapsed time per request, so a single call does not hang forever; an adapter that must "retry
@@ -105,13 +108,14 @@ impl RetryPolicy {
         self
     }
 
-    /// Whether a `Retry-After` header replaces the computed wait (default `true`).
+    /// Whether a `Retry-After` header may lengthen the computed wait (default `true`).
     pub fn honour_retry_after(mut self, honour: bool) -> Self {
         self.honour_retry_after = honour;
         self
     }
 
-    /// The longest `Retry-After` wait honoured (default 300 s); longer ones are cut to it.
+    /// The longest `Retry-After` wait honoured (default 300 s); longer ones are cut to it (`Duration::MAX`: no
+    /// cap). The computed back-off is waited in any case.
     pub fn max_retry_after(mut self, cap: Duration) -> Self {
         self.max_retry_after = cap;
         self
@@ -134,7 +138,7 @@ impl RetryPolicy {
         if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
             self.max_delay
         } else {
-            Duration::from_secs_f64(secs)
+            Duration::try_from_secs_f64(secs).unwrap_or(self.max_delay).min(self.max_delay)
         }
     }
 
@@ -171,26 +175,32 @@ impl RetrySchedule {
                 return None;
             }
         }
+        // The policy's wait is the floor: a `Retry-After` of 0, a date in the past or one the wall clock cannot
+        // place only ever lengthens it (up to `max_retry_after`), so a server cannot make the client spin.
+        let backoff = self.backoff(self.failures);
         let delay = match error.retry_after().filter(|_| self.policy.honour_retry_after) {
-            Some(ra) => ra.delay_from(self.clock.wall_clock()).min(self.policy.max_retry_after),
-            None => {
-                let base = self.policy.base_delay(self.failures);
-                if self.policy.jitter && !base.is_zero() {
-                    let half = base / 2;
-                    let span = (base - half).as_nanos().min(u64::MAX as u128) as u64;
-                    half + Duration::from_nanos(self.rng.u64(0..=span))
-                } else {
-                    base
-                }
-            }
+            Some(ra) => backoff.max(ra.delay_from(self.clock.wall_clock()).min(self.policy.max_retry_after)),
+            None => backoff,
         };
         if let Some(max) = self.policy.max_elapsed {
             let elapsed = self.clock.now().saturating_duration_since(self.started);
-            if elapsed + delay > max {
+            if elapsed.saturating_add(delay) > max {
                 return None;
             }
         }
         Some(delay)
+    }
+
+    /// The computed wait before retry `retry`: the base delay, drawn from `[base/2, base]` with jitter.
+    fn backoff(&mut self, retry: u32) -> Duration {
+        let base = self.policy.base_delay(retry);
+        if self.policy.jitter && !base.is_zero() {
+            let half = base / 2;
+            let span = (base - half).as_nanos().min(u128::from(u64::MAX)) as u64;
+            half.saturating_add(Duration::from_nanos(self.rng.u64(0..=span)))
+        } else {
+            base
+        }
     }
 
     /// How many attempts have failed so far.
@@ -272,7 +282,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retry_after_replaces_the_backoff_and_is_capped() {
+    async fn retry_after_lengthens_the_backoff_and_is_capped() {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock);
         let p = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(8))
             .without_jitter()
@@ -284,5 +294,51 @@ mod tests {
         assert_eq!(s.next_delay(&status(503, ra)), Some(Duration::from_secs(60)));
         let mut s = p.clone().honour_retry_after(false).start(clock);
         assert_eq!(s.next_delay(&status(503, ra)), Some(Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_never_shortens_the_backoff() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock);
+        let p = RetryPolicy::exponential(Duration::from_secs(2), Duration::from_secs(8)).without_jitter();
+        let mut s = p.start(clock.clone());
+        let zero = Some(RetryAfter::Delay(Duration::ZERO));
+        assert_eq!(s.next_delay(&status(503, zero)), Some(Duration::from_secs(2)));
+        assert_eq!(s.next_delay(&status(503, zero)), Some(Duration::from_secs(4)));
+        let past = RetryAfter::parse("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(s.next_delay(&status(503, past)), Some(Duration::from_secs(8)));
+        let before_1601 = RetryAfter::parse("Wed, 01 Jan 1000 00:00:00 GMT");
+        assert!(before_1601.is_some());
+        assert_eq!(s.next_delay(&status(503, before_1601)), Some(Duration::from_secs(8)));
+        // a short Retry-After below a jittered back-off: the back-off wins
+        let mut s = p.clone().jitter_seed(3).start(clock);
+        let one = Some(RetryAfter::Delay(Duration::from_millis(1)));
+        assert!(s.next_delay(&status(503, one)).unwrap() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn durations_saturate_instead_of_overflowing() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock);
+        let huge = Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)));
+        // no cap on Retry-After and an elapsed limit: `elapsed + delay` must not overflow
+        let p = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(8))
+            .max_retry_after(Duration::MAX)
+            .max_elapsed(Duration::from_secs(3600));
+        let mut s = p.start(clock.clone());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(s.next_delay(&status(503, huge)), None, "a wait past the elapsed limit gives up");
+        let mut s = p.clone().without_limits().start(clock.clone());
+        assert_eq!(s.next_delay(&status(503, huge)), Some(Duration::from_secs(u64::MAX)));
+        // Duration::MAX as the back-off cap, with a multiplier that overflows f64 and with jitter
+        let p = RetryPolicy::exponential(Duration::from_secs(1), Duration::MAX)
+            .multiplier(1e300)
+            .max_elapsed(Duration::MAX);
+        let mut s = p.start(clock);
+        for _ in 0..5 {
+            let d = s.next_delay(&status(503, None)).unwrap();
+            assert!(d >= Duration::from_millis(500));
+        }
+        assert_eq!(p.base_delay(3), Duration::MAX);
+        let almost = RetryPolicy::exponential(Duration::from_secs(u64::MAX / 2), Duration::MAX).without_jitter();
+        assert!(almost.base_delay(2) >= Duration::from_secs(u64::MAX / 2));
     }
 }

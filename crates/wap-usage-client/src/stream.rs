@@ -100,6 +100,7 @@ impl<T: PageItem> FeedStream<T> {
             caught_up: false,
             dropped: 0,
             retention_gap: self.pending_gap.take().filter(|g| g.first_returned_id == first),
+            halt: None,
         };
         PageStream { inner: stream::once(async move { Ok(rest) }).chain(self.pages).boxed() }
     }

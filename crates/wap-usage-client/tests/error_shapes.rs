@@ -110,21 +110,24 @@ async fn non_array_bodies_are_not_pages() {
 
 #[tokio::test]
 async fn wrong_types_name_the_json_path_and_are_not_retried() {
+    // A nested meter value is no longer a wrong type (kept as its JSON text); a date sent as a number is. The page
+    // starts at the bad record (`startId=17`), so the request fails with it: its id, path and raw JSON.
     let body = serde_json::json!([
-        support::usage_json(1),
-        support::usage_json(2),
-        {"EventId": 3, "StartTime": "2015-06-02T08:00:00", "EndTime": "2015-06-02T08:03:00",
+        support::usage_json(18),
+        {"EventId": 17, "StartTime": 5, "EndTime": "2015-06-02T08:03:00",
          "SubscriptionId": "s", "Resources": {"DatabaseCount": ["2"]}}
     ]);
     let err = one_shot(ResponseTemplate::new(200).set_body_json(body)).await;
     match &err {
-        Error::Decode { kind: DecodeErrorKind::WrongType, source, .. } => {
-            assert_eq!(source.path, "[2].Resources.DatabaseCount", "{source}");
+        Error::MalformedRecord { record, .. } => {
+            assert_eq!(record.path, "[1].StartTime", "{record}");
+            assert_eq!(record.event_id, Some(17));
+            assert!(record.raw.contains(r#""StartTime":5"#), "{}", record.raw);
         }
-        other => panic!("expected WrongType, got {other:?}"),
+        other => panic!("expected MalformedRecord, got {other:?}"),
     }
     assert!(!err.is_retryable() && !err.is_wap_side());
-    assert!(err.to_string().contains("[2].Resources.DatabaseCount"));
+    assert!(err.to_string().contains("[1].StartTime"));
 
     // a wrong type inside an event entity
     let server = MockServer::start().await;
@@ -135,7 +138,7 @@ async fn wrong_types_name_the_json_path_and_are_not_retried() {
         .mount(&server)
         .await;
     let err = client(&server, RetryPolicy::disabled()).plans().page(StartId::BEGINNING, 10).await.unwrap_err();
-    assert!(matches!(err, Error::Decode { kind: DecodeErrorKind::WrongType, .. }), "{err:?}");
+    assert!(matches!(&err, Error::MalformedRecord { record, .. } if record.event_id == Some(7)), "{err:?}");
     assert!(err.json_path().unwrap().starts_with("[0]"), "{err}");
     assert!(err.to_string().contains("Entity.State"), "{err}");
 }
