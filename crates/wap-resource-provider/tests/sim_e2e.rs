@@ -320,14 +320,19 @@ async fn bad_input_end_to_end() {
     register(&sim, "backup", &server);
     ledger.append_all((0..5).map(usage_record).collect()).await.unwrap();
 
-    // A collector with a lastID beyond anything issued gets [] and acknowledges nothing.
+    // A collector with a lastID beyond anything issued (a lost or recreated ledger) acknowledges nothing: the ids
+    // move past it and the five records, never served, arrive with new ids above it.
     sim.set_collector_last_id("backup", LastId::new(99_999));
     let r = sim.collect_usage_once("backup").await.unwrap();
-    assert_eq!(r.records, 0);
-    assert_eq!(ledger.stats().await.unwrap().pending, 5);
-    // Back to a sane lastID: everything arrives.
-    sim.set_collector_last_id("backup", LastId::NONE);
-    assert_eq!(sim.collect_usage_once("backup").await.unwrap().records, 5);
+    assert_eq!(r.records, 5);
+    // (The collection goes on until an empty page, whose lastID acknowledges them.)
+    let stats = ledger.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.highest_issued, stats.last_ids_beyond_issued), (0, 100_004, 1));
+    assert_eq!(stats.acknowledged_through, 100_004);
+    // New appends continue above.
+    assert_eq!(sim.collect_usage_once("backup").await.unwrap().records, 0);
+    assert_eq!(ledger.append(usage_record(5)).await.unwrap(), 100_005);
+    assert_eq!(sim.collect_usage_once("backup").await.unwrap().records, 1);
 
     // Wrong credentials registered for both endpoints: 401 with an error body, nothing reaches the handler.
     let base = Url::parse(&server.base_url()).unwrap();

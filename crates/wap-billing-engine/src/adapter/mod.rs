@@ -367,19 +367,17 @@ impl AdapterBuilder {
 
         // Servers first: if one cannot start, nothing has run yet.
         let mut responder_endpoint = None;
-        let responder = match responder_listener {
-            Some((listener, base_path, start)) => {
-                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let server = start(listener, self.method_numeric_ordinals).map_err(|source| AdapterError::Bind {
-                    what: "responder",
-                    addr,
-                    source,
-                })?;
-                responder_endpoint = Some(server.endpoint_url(&base_path));
-                Some(server)
-            }
-            None => None,
-        };
+        let responder =
+            match responder_listener {
+                Some((listener, base_path, start)) => {
+                    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    let server = start(listener, self.method_numeric_ordinals)
+                        .map_err(|source| AdapterError::Bind { what: "responder", addr, source })?;
+                    responder_endpoint = Some(server.endpoint_url(&base_path));
+                    Some(server)
+                }
+                None => None,
+            };
         let shared = Arc::new(Shared {
             operator: Operator::new(Arc::clone(&store)),
             store,
