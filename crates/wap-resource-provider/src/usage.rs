@@ -366,7 +366,9 @@ pub const DEFAULT_USAGE_GAP_GRACE: Duration = Duration::from_secs(5);
 /// ([`UsageSource::ids_visible_in_order`] = `false`): the missing ids may still be filled by a transaction in
 /// flight, and once the collector acknowledges past them they would never be served. A gap is waited for until it
 /// has been seen for `grace`; after that it is taken as permanent (a rolled-back sequence value, a deleted
-/// record) and the records after it are served. Only ids above the served mark (or the `lastID`) are judged.
+/// record) and the records after it are served. Only ids above the served mark (or the `lastID`) are judged, and
+/// while nothing has been served or acknowledged yet, the gap before the first record is not (a store may start at
+/// any id).
 #[derive(Debug)]
 pub struct GapHoldBack {
     grace: Duration,
@@ -400,7 +402,9 @@ impl GapHoldBack {
             if id <= boundary {
                 continue;
             }
-            if id > previous.saturating_add(1) {
+            // Before anything was served or acknowledged (boundary 0) a store may start at any id: the leading gap
+            // is not judged.
+            if previous > 0 && id > previous.saturating_add(1) {
                 let first_seen = *seen.entry((previous, id)).or_insert(now);
                 if now.duration_since(first_seen) < self.grace {
                     let held = page.entries.len() - index;
@@ -473,6 +477,10 @@ pub async fn serve_usage_with<S: UsageSource + ?Sized>(
         );
     }
     let limit = (query.batch_size as usize).min(max_page.max(1));
+    // Records after what the lastID acknowledged: the lastID itself unless the source said it acknowledged less.
+    if !poll.last_id_above_served && !poll.ids_advanced {
+        poll.after = poll.after.max(query.last_id);
+    }
     match poll.page.enforce(poll.after, limit) {
         Ok(0) => {}
         Ok(dropped) => tracing::warn!(dropped, "usage source returned records at or below lastID; dropped"),
