@@ -219,11 +219,12 @@ pub struct UsagePoll {
     pub highest_issued: i64,
     /// What the `lastID` acknowledged (never above the served mark): the page holds records after it.
     pub after: LastId,
-    /// `lastID` was above the highest id served: it acknowledged only up to the served mark (a warning).
+    /// `lastID` was above the highest id served: it acknowledged only up to the served mark (a warning); the
+    /// built-in ledger gave the records never served at or below it new ids above the highest (`renumbered`).
     pub last_id_above_served: bool,
     /// A `lastID` above every issued id moved the id counter past it.
     pub ids_advanced: bool,
-    /// Records never served that got new ids above that `lastID`.
+    /// Records never served that got new ids above the `lastID` (either case above).
     pub renumbered: u64,
     /// The served mark when the page was read, when the source keeps one.
     pub served_through: Option<i64>,
@@ -298,7 +299,9 @@ pub trait UsageSource: Send + Sync + 'static {
     ///
     /// The default calls the primitives in that order: a `lastID` above the highest issued id acknowledges
     /// nothing and gets `[]`; one above the served mark acknowledges only up to it, and the page starts after the
-    /// mark. A source may override it to do the steps in one transaction; [`serve_usage`] still enforces the
+    /// mark (the default cannot renumber records, so WAP's collector, which drops ids at or below its `lastID`,
+    /// would not keep those: a source that keeps a served mark should override `poll` and give them new ids, as
+    /// [`UsageLedger`](crate::UsageLedger) does). A source may override it to do the steps in one transaction; [`serve_usage`] still enforces the
     /// paging invariants on what it returns.
     async fn poll(&self, query: UsageQuery, max_page: usize) -> Result<UsagePoll, UsageSourceError> {
         let highest = self.highest_issued_id().await?;
@@ -472,8 +475,10 @@ pub async fn serve_usage_with<S: UsageSource + ?Sized>(
             last_id = %query.last_id,
             acknowledged = %poll.after,
             served_through = poll.served_through.unwrap_or(0),
+            renumbered = poll.renumbered,
             "usage collector sent a lastID above the highest EventId served: acknowledged only up to the served \
-             mark; the records above it are served again"
+             mark; records never served at or below it were given new ids above it (or, from a source that cannot \
+             renumber, are served again)"
         );
     }
     let limit = (query.batch_size as usize).min(max_page.max(1));

@@ -50,19 +50,23 @@ async fn a_last_id_above_what_was_served_deletes_nothing_unserved() {
         assert_eq!(page(&ledger, "lastID=&batchSize=2").await, [1, 2], "{name}");
         // The review's probe: lastID=8 while only 1..=2 were served.
         let answer = page(&ledger, "lastID=8&batchSize=100").await;
-        assert_eq!(answer, (3..=10).collect::<Vec<_>>(), "{name}: 3..=8 were never served: they come now");
+        // 3..=8 were never served: nothing deletes them; they get ids above the highest (a collector drops ids at
+        // or below its lastID) and come after 9 and 10, content unchanged.
+        assert_eq!(answer, [9, 10, 11, 12, 13, 14, 15, 16], "{name}");
+        let moved = ledger.records_after(LastId::new(10), 1).await.unwrap().entries()[0].record().unwrap();
+        assert_eq!(moved, RpUsageRecord { event_id: 11, ..records(3)[2].clone() }, "{name}");
         let stats = ledger.stats().await.unwrap();
         assert_eq!(stats.acknowledged_through, 2, "{name}");
         assert_eq!(stats.acknowledgements_above_served, 1, "{name}: the metric counts it");
-        assert_eq!(stats.served_through, 10, "{name}");
-        assert_eq!(pending(&ledger).await, (3..=10).collect::<Vec<_>>(), "{name}");
-        // Now that they were served, the same lastID acknowledges them.
-        assert_eq!(page(&ledger, "lastID=8").await, [9, 10], "{name}");
-        assert_eq!(pending(&ledger).await, [9, 10], "{name}");
+        assert_eq!(stats.served_through, 16, "{name}");
+        assert_eq!(pending(&ledger).await, (9..=16).collect::<Vec<_>>(), "{name}");
+        // Now that they were served, a lastID acknowledges them.
+        assert_eq!(page(&ledger, "lastID=12").await, [13, 14, 15, 16], "{name}");
+        assert_eq!(pending(&ledger).await, [13, 14, 15, 16], "{name}");
         // The trait's acknowledge primitive obeys the same mark.
         ledger.append_all(records(2)).await.unwrap();
-        assert_eq!(ledger.acknowledge(12).await.unwrap(), 2, "{name}: only 9 and 10 were served");
-        assert_eq!(pending(&ledger).await, [11, 12], "{name}");
+        assert_eq!(ledger.acknowledge(18).await.unwrap(), 4, "{name}: only 13..=16 were served");
+        assert_eq!(pending(&ledger).await, [17, 18], "{name}");
     }
 }
 
@@ -77,9 +81,9 @@ async fn the_served_mark_survives_a_restart() {
     }
     let ledger = UsageLedger::open(&path).await.unwrap();
     assert_eq!(ledger.stats().await.unwrap().served_through, 4);
-    // A lastID of 4 acknowledges what the earlier process served; 6 would be above the mark.
-    assert_eq!(page(&ledger, "lastID=6").await, [5, 6]);
-    assert_eq!(pending(&ledger).await, [5, 6]);
+    // lastID=6 acknowledges what the earlier process served (1..=4); 5 and 6 never left: they come as 7 and 8.
+    assert_eq!(page(&ledger, "lastID=6").await, [7, 8]);
+    assert_eq!(pending(&ledger).await, [7, 8]);
 }
 
 #[tokio::test]
@@ -157,31 +161,37 @@ async fn two_collectors_never_make_the_ledger_delete_a_record_nobody_received() 
             rng ^= rng << 17;
             rng
         };
-        // Each collector keeps its own lastID; one of them sometimes jumps ahead (a stale or foreign cursor).
+        // Each collector keeps its own lastID; one of them sometimes jumps ahead (a stale or foreign cursor). Records
+        // are followed by their content (a renumbered record keeps it).
         let mut last = [LastId::NONE, LastId::NONE];
         let mut received = BTreeSet::new();
+        let mut appended = 0;
         for step in 0..300 {
             let n = (next() % 4) as u32;
-            ledger.append_all(records(n)).await.unwrap();
+            ledger.append_all((appended..appended + n).map(|i| record("s", i)).collect()).await.unwrap();
+            appended += n;
             let who = (next() % 2) as usize;
             let highest = ledger.stats().await.unwrap().highest_issued;
             let jump = next() % 7 == 0;
             let sent = if jump { LastId::new(highest) } else { last[who] };
-            let before: BTreeSet<i64> = pending(&ledger).await.into_iter().collect();
+            let before = contents(&ledger).await;
             let q = format!("lastID={}&batchSize={}", sent.to_query_value(), 1 + next() % 5);
-            let got = page(&ledger, &q).await;
-            let after: BTreeSet<i64> = pending(&ledger).await.into_iter().collect();
+            let answer = serve_usage(&ledger, UsageQuery::parse(Some(&q)).unwrap(), 10_000).await.unwrap().page;
+            let after = contents(&ledger).await;
             for deleted in before.difference(&after) {
-                assert!(
-                    received.contains(deleted),
-                    "{name} step {step}: record {deleted} deleted before anyone got it"
-                );
+                assert!(received.contains(deleted), "{name} step {step}: {deleted} deleted before anyone got it");
             }
-            received.extend(got.iter().copied());
-            last[who] = sent.after_page(got.iter().copied());
+            received.extend(answer.entries().iter().map(|e| e.record().unwrap().resource_id.unwrap()));
+            last[who] = sent.after_page(answer.event_ids());
         }
         assert!(ledger.stats().await.unwrap().acknowledgements_above_served > 0, "{name}: the probe did jump");
     }
+}
+
+/// The contents (resource ids) of the pending records.
+async fn contents(ledger: &UsageLedger) -> BTreeSet<String> {
+    let page = ledger.records_after(LastId::NONE, 100_000).await.unwrap();
+    page.entries().iter().map(|e| e.record().unwrap().resource_id.unwrap()).collect()
 }
 
 #[tokio::test]

@@ -359,3 +359,22 @@ async fn bad_input_end_to_end() {
     server.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_collector_last_id_above_what_was_served_gets_the_unserved_records() {
+    let sim = sim().await;
+    let ledger = UsageLedger::in_memory();
+    let server = start_provider("backup", BackupVaults::new(10), ledger.clone(), loopback()).await;
+    register(&sim, "backup", &server);
+    ledger.append_all((0..10).map(usage_record).collect()).await.unwrap();
+    // The review's probe over WAP's own collector: its cursor says 8, but nothing was ever served.
+    sim.set_collector_last_id("backup", LastId::new(8));
+    let r = sim.collect_usage_once("backup").await.unwrap();
+    assert_eq!(r.records, 10, "every record arrives; none is deleted unserved");
+    let stats = ledger.stats().await.unwrap();
+    // 1..=8 were renumbered 11..=18 (WAP's collector drops ids at or below its lastID), then acknowledged.
+    assert_eq!((stats.pending, stats.acknowledged_through, stats.acknowledgements_above_served), (0, 18, 1));
+    assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
+    server.shutdown().await;
+    sim.shutdown().await;
+}

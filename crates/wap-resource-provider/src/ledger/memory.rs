@@ -76,19 +76,23 @@ impl MemoryLedger {
     /// Moves the id counter to at least `id` and gives the records never served with an id at or below it new ids
     /// above it (nobody has seen their old ids), so that a collector at `lastID = id` still receives them.
     fn advance_locked(st: &mut State, id: i64) -> Result<u64, LedgerError> {
-        st.highest_issued = st.highest_issued.max(id);
         let served = st.served_through;
-        let mut moved = 0;
-        for entry in st.records.iter_mut().filter(|e| e.event_id() > served && e.event_id() <= id) {
-            let next = st.highest_issued.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
-            *entry = renumbered(entry, next)?;
-            st.highest_issued = next;
-            moved += 1;
+        let unserved = |e: &UsageEntry| e.event_id() > served && e.event_id() <= id;
+        // Rewrite first, so that a failure leaves the ledger unchanged.
+        let mut next = st.highest_issued.max(id);
+        let mut moved = Vec::new();
+        for entry in st.records.iter().filter(|e| unserved(e)) {
+            next = next.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
+            moved.push(renumbered(entry, next)?);
         }
-        // Ids stay ascending: the moved records were the last ones (every id was at or below `id`), in order. At or
-        // below `id` only served records are left: the mark moves up to it.
+        // The moved records leave their place and go to the end, in their order: ids stay ascending.
+        st.records.retain(|e| !unserved(e));
+        let count = moved.len() as u64;
+        st.records.extend(moved);
+        st.highest_issued = next;
+        // At or below `id` only served records are left: the mark moves up to it.
         st.served_through = st.served_through.max(id);
-        Ok(moved)
+        Ok(count)
     }
 
     pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, LedgerError> {
@@ -167,14 +171,18 @@ impl MemoryLedger {
                         poll.after = query.last_id;
                     }
                 }
+            } else if last > st.served_through {
+                // Acknowledges only what was served; the records never served at or below `last` get new ids above
+                // the highest (a collector drops ids at or below its lastID), and are served after it.
+                st.acknowledgements_above_served += 1;
+                poll.last_id_above_served = true;
+                let served = st.served_through;
+                Self::acknowledge_locked(&mut st, served);
+                poll.renumbered = Self::advance_locked(&mut st, last)?;
+                poll.after = query.last_id;
             } else {
-                let acknowledged = last.min(st.served_through);
-                if acknowledged < last {
-                    st.acknowledgements_above_served += 1;
-                    poll.last_id_above_served = true;
-                }
-                Self::acknowledge_locked(&mut st, acknowledged);
-                poll.after = LastId::new(acknowledged);
+                Self::acknowledge_locked(&mut st, last);
+                poll.after = query.last_id;
             }
         }
         poll.highest_issued = st.highest_issued;

@@ -7,8 +7,9 @@
 //!
 //! What a `lastID` may delete (resource-provider.md §5 as revised): the ledger keeps, durably, the highest id it
 //! has **served** (handed to a collector in a page). A `lastID` acknowledges only up to that mark: anything above
-//! acknowledges nothing (a warning, and [`LedgerStats::acknowledgements_above_served`]), and the page starts after
-//! the mark so that the records in between are served. A `lastID` above every id ever issued (the ledger was lost,
+//! acknowledges nothing (a warning, and [`LedgerStats::acknowledgements_above_served`]); the records never served at
+//! or below that `lastID` get new ids above the highest issued (WAP's collector drops ids at or below its `lastID`,
+//! and nobody saw the old ones) and are served after it. A `lastID` above every id ever issued (the ledger was lost,
 //! recreated or restored) moves the id counter past it and gives the records never served new ids above it
 //! ([`LastIdBeyondIssued::AdvanceIds`], the default), or is refused until an operator calls
 //! [`UsageLedger::advance_ids_past`] ([`LastIdBeyondIssued::Refuse`]); it never deletes anything.

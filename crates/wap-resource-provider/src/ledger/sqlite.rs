@@ -83,9 +83,6 @@ impl SqliteLedger {
              ) WITHOUT ROWID;
              INSERT OR IGNORE INTO wap_usage_ledger (name, value) VALUES ('highest_issued', 0);
              INSERT OR IGNORE INTO wap_usage_ledger (name, value) VALUES ('acknowledged_through', 0);
-             -- A file from before the served mark: only what was acknowledged is known to have been received.
-             INSERT OR IGNORE INTO wap_usage_ledger (name, value)
-                 SELECT 'served_through', value FROM wap_usage_ledger WHERE name = 'acknowledged_through';
              CREATE TABLE IF NOT EXISTS wap_usage_append_key (
                  seq      INTEGER PRIMARY KEY,
                  key      TEXT NOT NULL UNIQUE,
@@ -95,7 +92,11 @@ impl SqliteLedger {
              );
              UPDATE wap_usage_ledger
                 SET value = max(value, (SELECT coalesce(max(event_id), 0) FROM wap_usage_record))
-              WHERE name = 'highest_issued';",
+              WHERE name = 'highest_issued';
+             -- A file from before the served mark: its collector polled until an empty page, so everything issued
+             -- counts as served (renumbering it would send WAP what it already has).
+             INSERT OR IGNORE INTO wap_usage_ledger (name, value)
+                 SELECT 'served_through', value FROM wap_usage_ledger WHERE name = 'highest_issued';",
         )
         .map_err(err)?;
         Ok(SqliteLedger {
@@ -355,8 +356,8 @@ impl SqliteLedger {
     pub(super) fn mark_served(&self, through: i64) -> Result<(), LedgerError> {
         let conn = self.lock();
         let err = self.err("cannot record the served mark");
-        // NORMAL: a mark lost to a power cut only makes the next lastID acknowledge less and serve again.
-        conn.execute_batch("PRAGMA synchronous = NORMAL;").map_err(&err)?;
+        // FULL: the mark is durable before the page leaves, so records renumbered later were really never sent.
+        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
         conn.execute(
             "UPDATE wap_usage_ledger
                 SET value = max(value, min(?1, (SELECT value FROM wap_usage_ledger WHERE name = 'highest_issued')))
@@ -384,9 +385,10 @@ impl SqliteLedger {
         let mut conn = self.lock();
         let err = self.err("cannot serve usage");
         let highest = read_value(&conn, "highest_issued").map_err(&err)?;
-        let beyond = query.last_id.get().filter(|&last| last > highest);
+        let served = read_value(&conn, "served_through").map_err(&err)?;
+        let moves_ids = query.last_id.get().is_some_and(|last| last > highest || last > served);
         // Moving ids is an append-like change (FULL); a plain acknowledgement is not (NORMAL, see the module docs).
-        let sync = if beyond.is_some() { "PRAGMA synchronous = FULL;" } else { "PRAGMA synchronous = NORMAL;" };
+        let sync = if moves_ids { "PRAGMA synchronous = FULL;" } else { "PRAGMA synchronous = NORMAL;" };
         conn.execute_batch(sync).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let highest = read_value(&tx, "highest_issued").map_err(&err)?;
@@ -409,13 +411,15 @@ impl SqliteLedger {
                 }
             } else {
                 let served = read_value(&tx, "served_through").map_err(&err)?;
-                let acknowledged = last.min(served);
-                if acknowledged < last {
+                removed = Self::acknowledge_in(&tx, last.min(served)).map_err(&err)?;
+                if last > served {
+                    // Acknowledges only what was served; the records never served at or below `last` get new ids
+                    // above the highest (a collector drops ids at or below its lastID), and are served after it.
                     self.acks_above_served.fetch_add(1, Ordering::Relaxed);
                     poll.last_id_above_served = true;
+                    poll.renumbered = Self::advance_in(&tx, last).map_err(|e| self.relocate(e))?;
                 }
-                removed = Self::acknowledge_in(&tx, acknowledged).map_err(&err)?;
-                poll.after = LastId::new(acknowledged);
+                poll.after = query.last_id;
             }
         }
         poll.highest_issued = read_value(&tx, "highest_issued").map_err(&err)?;
