@@ -389,4 +389,11 @@ fn blank_credentials_are_refused_on_every_endpoint() {
     }
     let no_user = EndpointAuth::basic(BasicCredentials::new(" ", "R3source#Key"));
     assert!(RpServer::builder("backup").usage("/", no_user, ledger).build().is_err());
+    // Nor can they be registered with WAP.
+    let blank = EndpointAuth::basic(BasicCredentials::new("rpadmin", ""));
+    let err = wap_resource_provider::RegistrationBuilder::new("backup")
+        .usage_endpoint("https://rp.contoso.test/", &blank)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, wap_resource_provider::RegistrationError::BlankCredentials { endpoint: "UsageEndpoint" });
 }
