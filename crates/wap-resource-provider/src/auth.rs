@@ -97,6 +97,12 @@ impl EndpointAuth {
         self.basic.as_ref()
     }
 
+    /// Whether the Basic credentials are blank (an empty user name, or a password that is empty or whitespace):
+    /// [`RpServer`](crate::RpServer) refuses to build with such an endpoint.
+    pub fn has_blank_credentials(&self) -> bool {
+        self.basic.as_ref().is_some_and(|c| c.username.trim().is_empty() || c.password.expose().trim().is_empty())
+    }
+
     /// Whether anything is checked at all.
     pub fn is_open(&self) -> bool {
         self.basic.is_none() && self.bearer.is_none()

@@ -15,11 +15,11 @@ pub mod usage;
 pub use auth::{BearerVerifier, EndpointAuth, StaticBearerToken};
 pub use context::{CallContext, LanguagePreference, PrincipalId, PrincipalIdSource};
 pub use handler::{CreateOutcome, DeleteOutcome, NotificationError, NotificationHandler, QuotaResults, UpdateOutcome};
-pub use ledger::{LedgerError, LedgerStats, UsageLedger};
+pub use ledger::{LastIdBeyondIssued, LedgerError, LedgerStats, UsageLedger, DEFAULT_CLIENT_KEY_RETENTION};
 pub use registration::{Registration, RegistrationBuilder, RegistrationError};
 pub use server::{BoxError, MountPrefix, MountedRequest, ResponseBody, RpApp, RpServer, RunningServer, ServerError};
 pub use tenant::{TemplateError, TemplateMatch, TenantUriMapping, UriTemplate};
 pub use usage::{
-    serve_usage, UsageEntry, UsagePage, UsagePoll, UsageQuery, UsageQueryError, UsageSource, UsageSourceError,
-    DEFAULT_USAGE_BATCH_SIZE,
+    serve_usage, serve_usage_with, GapHoldBack, UsageEntry, UsagePage, UsagePoll, UsageQuery, UsageQueryError,
+    UsageSource, UsageSourceError, DEFAULT_USAGE_BATCH_SIZE, DEFAULT_USAGE_GAP_GRACE,
 };

@@ -34,6 +34,12 @@ pub enum RegistrationError {
     /// `MaxQuotaUpdateBatchSize` must be at least 1.
     #[error("MaxQuotaUpdateBatchSize must be at least 1, got {0}")]
     InvalidBatchSize(i64),
+    /// An endpoint's Basic credentials are blank (empty user name, or empty or whitespace password).
+    #[error("{endpoint}: the Basic credentials are blank (empty user name, or empty or whitespace password)")]
+    BlankCredentials {
+        /// Which endpoint.
+        endpoint: &'static str,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +248,9 @@ impl RegistrationBuilder {
                 spec.as_ref()
                     .map(|s| {
                         check_address(which, &s.address, self.allow_http)?;
+                        if s.auth.has_blank_credentials() {
+                            return Err(RegistrationError::BlankCredentials { endpoint: which });
+                        }
                         Ok(to_endpoint(s))
                     })
                     .transpose()
@@ -253,6 +262,9 @@ impl RegistrationBuilder {
             None => None,
             Some(t) => {
                 check_address("TenantEndpoint", &t.endpoint.address, self.allow_http)?;
+                if t.endpoint.auth.has_blank_credentials() {
+                    return Err(RegistrationError::BlankCredentials { endpoint: "TenantEndpoint" });
+                }
                 let mapping = TenantUriMapping::new(&self.name, &t.endpoint.address, t.source.as_deref(), &t.target)?;
                 let e = to_endpoint(&t.endpoint);
                 Some(TenantEndpoint {

@@ -31,6 +31,8 @@ async fn seed_usage_store(ledger: &UsageLedger) {
     ledger.advance_ids_past(23449).await.unwrap();
     let ids = ledger.append_all(records).await.unwrap();
     assert_eq!(ids, 23450..=23453);
+    // The fixture's collector has received every record: only served records may be acknowledged.
+    wap_resource_provider::UsageSource::record_served(ledger, 23453).await.unwrap();
 }
 
 async fn start(config: &Value, handler: BackupVaults, ledger: UsageLedger) -> RunningServer {

@@ -41,19 +41,23 @@ async fn unacknowledged_records_survive_a_restart_and_ids_never_go_back() {
         let again = poll(&ledger, "lastID=&batchSize=2").await;
         assert_eq!(again.iter().map(|r| r.event_id).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(again[1], RpUsageRecord { event_id: 2, ..record("s1", 2) });
+        // lastID=3 acknowledges only what was served (1..=2): 3 was never served, so it comes now, as 4.
+        let rest = poll(&ledger, "lastID=3").await;
+        assert_eq!(rest, [RpUsageRecord { event_id: 4, ..record("s2", 3) }]);
+        assert_eq!(ledger.stats().await.unwrap().acknowledgements_above_served, 1);
         // Acknowledge everything: the file keeps nothing, but the next id continues.
-        assert!(poll(&ledger, "lastID=3").await.is_empty());
+        assert!(poll(&ledger, "lastID=4").await.is_empty());
         assert_eq!(ledger.stats().await.unwrap().pending, 0);
     }
     {
         let ledger = UsageLedger::open(&path).await.unwrap();
-        assert_eq!(ledger.stats().await.unwrap().acknowledged_through, 3);
-        assert_eq!(ledger.append(record("s3", 4)).await.unwrap(), 4, "ids are never reused");
+        assert_eq!(ledger.stats().await.unwrap().acknowledged_through, 4);
+        assert_eq!(ledger.append(record("s3", 4)).await.unwrap(), 5, "ids are never reused");
         // A collector re-sending an old lastID gets nothing it already acknowledged.
         let page = poll(&ledger, "lastID=1").await;
-        assert_eq!(page.iter().map(|r| r.event_id).collect::<Vec<_>>(), [4]);
+        assert_eq!(page.iter().map(|r| r.event_id).collect::<Vec<_>>(), [5]);
         // A lastID beyond the highest issued acknowledges nothing.
-        assert!(poll(&ledger, "lastID=5").await.is_empty());
+        assert!(poll(&ledger, "lastID=6").await.is_empty());
         assert_eq!(ledger.stats().await.unwrap().pending, 1);
         ledger.compact().await.unwrap();
         assert_eq!(ledger.stats().await.unwrap().pending, 1);
@@ -113,10 +117,12 @@ async fn invalid_records_are_refused_and_leave_nothing_behind() {
     assert_eq!(ledger.stats().await.unwrap().highest_issued, 0);
     assert_eq!(ledger.append_all(Vec::new()).await.unwrap().count(), 0);
     assert_eq!(ledger.append(record("s", 1)).await.unwrap(), 1);
-    ledger.advance_ids_past(100).await.unwrap();
-    ledger.advance_ids_past(50).await.unwrap();
-    assert_eq!(ledger.append(record("s", 1)).await.unwrap(), 101);
-    assert_eq!(ledger.highest_issued_id().await.unwrap(), 101);
+    // Record 1 was never served: it moves above 100 with the counter.
+    assert_eq!(ledger.advance_ids_past(100).await.unwrap(), 1);
+    assert_eq!(ledger.advance_ids_past(50).await.unwrap(), 0);
+    assert_eq!(ledger.append(record("s", 1)).await.unwrap(), 102);
+    assert_eq!(ledger.highest_issued_id().await.unwrap(), 102);
+    assert_eq!(ledger.records_after(LastId::NONE, 10).await.unwrap().event_ids(), [101, 102]);
 }
 
 #[tokio::test]

@@ -320,14 +320,19 @@ async fn bad_input_end_to_end() {
     register(&sim, "backup", &server);
     ledger.append_all((0..5).map(usage_record).collect()).await.unwrap();
 
-    // A collector with a lastID beyond anything issued gets [] and acknowledges nothing.
+    // A collector with a lastID beyond anything issued (a lost or recreated ledger) acknowledges nothing: the ids
+    // move past it and the five records, never served, arrive with new ids above it.
     sim.set_collector_last_id("backup", LastId::new(99_999));
     let r = sim.collect_usage_once("backup").await.unwrap();
-    assert_eq!(r.records, 0);
-    assert_eq!(ledger.stats().await.unwrap().pending, 5);
-    // Back to a sane lastID: everything arrives.
-    sim.set_collector_last_id("backup", LastId::NONE);
-    assert_eq!(sim.collect_usage_once("backup").await.unwrap().records, 5);
+    assert_eq!(r.records, 5);
+    // (The collection goes on until an empty page, whose lastID acknowledges them.)
+    let stats = ledger.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.highest_issued, stats.last_ids_beyond_issued), (0, 100_004, 1));
+    assert_eq!(stats.acknowledged_through, 100_004);
+    // New appends continue above.
+    assert_eq!(sim.collect_usage_once("backup").await.unwrap().records, 0);
+    assert_eq!(ledger.append(usage_record(5)).await.unwrap(), 100_005);
+    assert_eq!(sim.collect_usage_once("backup").await.unwrap().records, 1);
 
     // Wrong credentials registered for both endpoints: 401 with an error body, nothing reaches the handler.
     let base = Url::parse(&server.base_url()).unwrap();
@@ -351,6 +356,25 @@ async fn bad_input_end_to_end() {
     let r = sim.notifications("backup").get_subscription("x").await.unwrap();
     assert_eq!(r.status, 404);
     assert!(r.json::<ResourceProviderError>().is_ok());
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_collector_last_id_above_what_was_served_gets_the_unserved_records() {
+    let sim = sim().await;
+    let ledger = UsageLedger::in_memory();
+    let server = start_provider("backup", BackupVaults::new(10), ledger.clone(), loopback()).await;
+    register(&sim, "backup", &server);
+    ledger.append_all((0..10).map(usage_record).collect()).await.unwrap();
+    // The review's probe over WAP's own collector: its cursor says 8, but nothing was ever served.
+    sim.set_collector_last_id("backup", LastId::new(8));
+    let r = sim.collect_usage_once("backup").await.unwrap();
+    assert_eq!(r.records, 10, "every record arrives; none is deleted unserved");
+    let stats = ledger.stats().await.unwrap();
+    // 1..=8 were renumbered 11..=18 (WAP's collector drops ids at or below its lastID), then acknowledged.
+    assert_eq!((stats.pending, stats.acknowledged_through, stats.acknowledgements_above_served), (0, 18, 1));
+    assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
     server.shutdown().await;
     sim.shutdown().await;
 }

@@ -1,10 +1,15 @@
-//! The per-`EventId` answer cache: WAP may resend an approval call (after its own timeout); the resend gets the
-//! first answer without a second evaluation, and a duplicate that arrives while the first is still being decided
-//! waits for that decision (approval-and-pricing.md §3.1).
+//! The answer cache, keyed by the whole request identity (approval-and-pricing.md §3.1): `EventId`, route,
+//! operation and the entity's ids (subscription, add-on, plan). WAP may resend an approval call (after its own
+//! timeout); the resend of the *same* request gets the first answer without a second evaluation, and a duplicate
+//! that arrives while the first is still being decided waits for that decision. A request whose `EventId` is known
+//! but whose identity differs is a conflict: it is decided afresh (the lookup says so, the caller logs it) and its
+//! answer is cached under its own identity — an `EventId` alone never carries an answer to another request.
 //!
 //! Memory is bounded: answers expire after the window (counted from the first request) and are purged on the way;
-//! when `capacity` entries are held the oldest is dropped. The common path (a new event, no duplicate) allocates
-//! nothing but the map entry; a waiting duplicate gets a one-shot channel.
+//! when `capacity` entries are held the oldest *answers* are dropped. An entry still being decided is never
+//! dropped (its waiters would otherwise get a failure answer while the decider approves, and a resend would run
+//! the approver twice): the map may exceed `capacity` by the number of decisions in flight, which the decision
+//! budget bounds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,18 +17,54 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use wap_types::Decision;
+use wap_types::{ApprovalOperation, Decision};
+
+use crate::routing::Route;
+
+/// Who a request is: what a cached answer may be repeated for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestIdentity {
+    /// `EventId`.
+    pub(crate) event_id: i64,
+    /// The path route the call arrived on.
+    pub(crate) route: Route,
+    /// The classified operation (create / delete, subscription / add-on).
+    pub(crate) operation: ApprovalOperation,
+    /// The subscription: `SubscriptionID` of a subscription entity, `EntityParentId` of an add-on entity.
+    pub(crate) subscription_id: Option<String>,
+    /// `AddOnId` of an add-on entity.
+    pub(crate) add_on_id: Option<String>,
+    /// `PlanId` of a subscription entity.
+    pub(crate) plan_id: Option<String>,
+}
 
 #[derive(Debug)]
 enum Slot {
-    Pending { waiters: Vec<oneshot::Sender<Decision>>, expires: Instant, generation: u64 },
-    Done { decision: Decision, expires: Instant, generation: u64 },
+    /// Being decided. `ordered`: the entry still has its place in the eviction order (it loses it when it reaches
+    /// the front undecided, and gets a new one when its answer is recorded).
+    Pending {
+        waiters: Vec<oneshot::Sender<Decision>>,
+        expires: Instant,
+        ordered: bool,
+    },
+    Done {
+        decision: Decision,
+        expires: Instant,
+    },
 }
 
-impl Slot {
-    fn generation(&self) -> u64 {
-        match self {
-            Slot::Pending { generation, .. } | Slot::Done { generation, .. } => *generation,
+#[derive(Debug)]
+struct Entry {
+    identity: RequestIdentity,
+    generation: u64,
+    slot: Slot,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        match &self.slot {
+            Slot::Pending { .. } => true,
+            Slot::Done { expires, .. } => *expires > now,
         }
     }
 }
@@ -55,12 +96,33 @@ type EventIdMap<V> = HashMap<i64, V, std::hash::BuildHasherDefault<EventIdHasher
 
 #[derive(Debug, Default)]
 struct Entries {
-    slots: EventIdMap<Slot>,
+    /// Per `EventId`, the entries of each identity seen with it (almost always one).
+    slots: EventIdMap<Vec<Entry>>,
+    /// Entries held (answers and pending decisions).
+    count: usize,
     /// Answers dropped before their window ended because the cache was full.
     evicted_early: u64,
-    /// Insertion order: (expiry, event id, generation).
+    /// Eviction order: (expiry, event id, generation).
     order: VecDeque<(Instant, i64, u64)>,
     next_generation: u64,
+}
+
+impl Entries {
+    fn find_mut(&mut self, event_id: i64, generation: u64) -> Option<&mut Entry> {
+        self.slots.get_mut(&event_id)?.iter_mut().find(|e| e.generation == generation)
+    }
+
+    fn remove(&mut self, event_id: i64, generation: u64) {
+        if let Some(list) = self.slots.get_mut(&event_id) {
+            if let Some(pos) = list.iter().position(|e| e.generation == generation) {
+                list.swap_remove(pos);
+                self.count -= 1;
+            }
+            if list.is_empty() {
+                self.slots.remove(&event_id);
+            }
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Entries>>;
@@ -70,7 +132,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Entries> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What the cache knows about an event.
+/// What the cache knows about a request.
 #[derive(Debug)]
 pub(crate) enum Lookup {
     /// Answered within the window: repeat this.
@@ -81,31 +143,40 @@ pub(crate) enum Lookup {
     Miss(Ticket),
 }
 
-/// The right (and duty) to decide one event. Dropping it unfinished wakes the waiters with an error and lets the
+/// The right (and duty) to decide one request. Dropping it unfinished wakes the waiters with an error and lets the
 /// next resend decide again.
 #[derive(Debug)]
 pub(crate) struct Ticket {
     event_id: i64,
     generation: u64,
+    /// The `EventId` is held (answered or being decided) for another request identity.
+    conflict: bool,
     shared: Option<Shared>,
 }
 
 impl Ticket {
+    /// Whether the cache holds the same `EventId` for a different request (logged as a conflict by the caller).
+    pub(crate) fn is_conflict(&self) -> bool {
+        self.conflict
+    }
+
     /// Records the answer and wakes the requests waiting for it.
     pub(crate) fn finish(mut self, decision: &Decision) {
         let Some(shared) = self.shared.take() else { return };
         let mut entries = lock(&shared);
-        if let Some(slot) = entries.slots.get_mut(&self.event_id) {
-            if let Slot::Pending { waiters, expires, generation } = slot {
-                if *generation == self.generation {
-                    let waiters = std::mem::take(waiters);
-                    *slot = Slot::Done { decision: decision.clone(), expires: *expires, generation: *generation };
-                    drop(entries);
-                    for waiter in waiters {
-                        let _ = waiter.send(decision.clone());
-                    }
-                }
-            }
+        let (event_id, generation) = (self.event_id, self.generation);
+        let Some(entry) = entries.find_mut(event_id, generation) else { return };
+        let Slot::Pending { waiters, expires, ordered } = &mut entry.slot else { return };
+        let waiters = std::mem::take(waiters);
+        let (expires, ordered) = (*expires, *ordered);
+        entry.slot = Slot::Done { decision: decision.clone(), expires };
+        if !ordered {
+            // It lost its place while being decided: the answer is now evictable like any other.
+            entries.order.push_back((expires, event_id, generation));
+        }
+        drop(entries);
+        for waiter in waiters {
+            let _ = waiter.send(decision.clone());
         }
     }
 }
@@ -115,12 +186,12 @@ impl Drop for Ticket {
         if let Some(shared) = self.shared.take() {
             let mut entries = lock(&shared);
             let pending_here = matches!(
-                entries.slots.get(&self.event_id),
-                Some(Slot::Pending { generation, .. }) if *generation == self.generation
+                entries.find_mut(self.event_id, self.generation),
+                Some(Entry { slot: Slot::Pending { .. }, .. })
             );
             if pending_here {
-                // Dropping the slot drops the waiters' senders: they learn that no answer will come.
-                entries.slots.remove(&self.event_id);
+                // Dropping the entry drops the waiters' senders: they learn that no answer will come.
+                entries.remove(self.event_id, self.generation);
             }
         }
     }
@@ -138,57 +209,82 @@ impl DecisionCache {
         DecisionCache { window, capacity: capacity.max(1), shared: Shared::default() }
     }
 
-    /// Looks an event up at `now`, registering it as being decided on a miss.
-    pub(crate) fn lookup_at(&self, event_id: i64, now: Instant) -> Lookup {
+    /// Looks a request up at `now`, registering it as being decided on a miss.
+    pub(crate) fn lookup_at(&self, identity: &RequestIdentity, now: Instant) -> Lookup {
+        let event_id = identity.event_id;
         if self.window.is_zero() {
-            return Lookup::Miss(Ticket { event_id, generation: 0, shared: None });
+            return Lookup::Miss(Ticket { event_id, generation: 0, conflict: false, shared: None });
         }
         let mut entries = lock(&self.shared);
-        match entries.slots.get_mut(&event_id) {
-            Some(Slot::Done { decision, expires, .. }) if *expires > now => return Lookup::Hit(decision.clone()),
-            Some(Slot::Pending { waiters, .. }) => {
-                let (sender, receiver) = oneshot::channel();
-                waiters.push(sender);
-                return Lookup::Wait(receiver);
+        let mut conflict = false;
+        let mut stale = None;
+        if let Some(list) = entries.slots.get_mut(&event_id) {
+            for entry in list.iter_mut() {
+                if entry.identity != *identity {
+                    conflict |= entry.is_live(now);
+                    continue;
+                }
+                match &mut entry.slot {
+                    Slot::Done { decision, expires } if *expires > now => return Lookup::Hit(decision.clone()),
+                    Slot::Pending { waiters, .. } => {
+                        let (sender, receiver) = oneshot::channel();
+                        waiters.push(sender);
+                        return Lookup::Wait(receiver);
+                    }
+                    Slot::Done { .. } => stale = Some(entry.generation),
+                }
             }
-            _ => {}
+        }
+        if let Some(generation) = stale {
+            entries.remove(event_id, generation);
         }
         purge(&mut entries, now, self.capacity);
         let generation = entries.next_generation;
         entries.next_generation += 1;
         let expires = now + self.window;
-        entries.slots.insert(event_id, Slot::Pending { waiters: Vec::new(), expires, generation });
+        let entry = Entry {
+            identity: identity.clone(),
+            generation,
+            slot: Slot::Pending { waiters: Vec::new(), expires, ordered: true },
+        };
+        entries.slots.entry(event_id).or_default().push(entry);
+        entries.count += 1;
         entries.order.push_back((expires, event_id, generation));
-        Lookup::Miss(Ticket { event_id, generation, shared: Some(self.shared.clone()) })
+        Lookup::Miss(Ticket { event_id, generation, conflict, shared: Some(self.shared.clone()) })
     }
 
     /// Entries held (answers and pending decisions).
     pub(crate) fn len(&self) -> usize {
-        lock(&self.shared).slots.len()
+        lock(&self.shared).count
     }
 }
 
+/// Drops expired answers, and the oldest answers while the cache is full. Entries still being decided are skipped
+/// (they leave the order and rejoin it when answered), never dropped.
 fn purge(entries: &mut Entries, now: Instant, capacity: usize) {
     while let Some(&(expires, event_id, generation)) = entries.order.front() {
-        let full = entries.slots.len() >= capacity;
+        let full = entries.count >= capacity;
         if expires > now && !full {
             break;
         }
         entries.order.pop_front();
-        if entries.slots.get(&event_id).is_some_and(|s| s.generation() == generation) {
-            if full && expires > now {
-                entries.evicted_early += 1;
-                if entries.evicted_early % 10_000 == 1 {
-                    tracing::warn!(
-                        event_id,
-                        capacity,
-                        evicted_early = entries.evicted_early,
-                        "approval answer cache full: dropping the oldest answers before their window ends"
-                    );
-                }
-            }
-            entries.slots.remove(&event_id);
+        let Some(entry) = entries.find_mut(event_id, generation) else { continue };
+        if let Slot::Pending { ordered, .. } = &mut entry.slot {
+            *ordered = false;
+            continue;
         }
+        if full && expires > now {
+            entries.evicted_early += 1;
+            if entries.evicted_early % 10_000 == 1 {
+                tracing::warn!(
+                    event_id,
+                    capacity,
+                    evicted_early = entries.evicted_early,
+                    "approval answer cache full: dropping the oldest answers before their window ends"
+                );
+            }
+        }
+        entries.remove(event_id, generation);
     }
 }
 
@@ -196,9 +292,20 @@ fn purge(entries: &mut Entries, now: Instant, capacity: usize) {
 mod tests {
     use super::*;
 
+    fn ident(event_id: i64) -> RequestIdentity {
+        RequestIdentity {
+            event_id,
+            route: Route::Subscriptions,
+            operation: ApprovalOperation::CreateSubscription,
+            subscription_id: Some(format!("sub-{event_id}")),
+            add_on_id: None,
+            plan_id: Some("gold".into()),
+        }
+    }
+
     impl DecisionCache {
         fn lookup(&self, event_id: i64) -> Lookup {
-            self.lookup_at(event_id, Instant::now())
+            self.lookup_at(&ident(event_id), Instant::now())
         }
     }
 
@@ -266,5 +373,70 @@ mod tests {
         miss(&cache, 1).finish(&Decision::Approve);
         miss(&cache, 1).finish(&Decision::Approve);
         assert_eq!(cache.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_identity_with_a_known_event_id_is_a_conflict_decided_afresh() {
+        let cache = DecisionCache::new(Duration::from_secs(600), 100);
+        miss(&cache, 42).finish(&Decision::Approve);
+        let variants = [
+            RequestIdentity { route: Route::SubscriptionAddons, ..ident(42) },
+            RequestIdentity { operation: ApprovalOperation::DeleteSubscription, ..ident(42) },
+            RequestIdentity { subscription_id: Some("other".into()), ..ident(42) },
+            RequestIdentity { plan_id: Some("not-sold".into()), ..ident(42) },
+            RequestIdentity { add_on_id: Some("addon".into()), ..ident(42) },
+        ];
+        for (i, variant) in variants.iter().enumerate() {
+            match cache.lookup_at(variant, Instant::now()) {
+                Lookup::Miss(ticket) => {
+                    assert!(ticket.is_conflict(), "variant {i}");
+                    ticket.finish(&Decision::deny(format!("variant {i}")));
+                }
+                other => panic!("variant {i} must be decided afresh, got {other:?}"),
+            }
+        }
+        // Each identity keeps its own answer.
+        assert!(matches!(cache.lookup(42), Lookup::Hit(Decision::Approve)));
+        for (i, variant) in variants.iter().enumerate() {
+            match cache.lookup_at(variant, Instant::now()) {
+                Lookup::Hit(Decision::Deny { reason }) => assert_eq!(reason, format!("variant {i}")),
+                other => panic!("variant {i}: {other:?}"),
+            }
+        }
+        assert_eq!(cache.len(), 6);
+        // A new event id is no conflict.
+        assert!(!miss(&cache, 43).is_conflict());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cache_never_evicts_a_decision_in_flight() {
+        let cache = DecisionCache::new(Duration::from_secs(600), 3);
+        let in_flight = miss(&cache, 1);
+        for id in 2..20 {
+            miss(&cache, id).finish(&Decision::Approve);
+        }
+        // The duplicate of event 1 still waits for the first decision, instead of deciding again.
+        let Lookup::Wait(waiter) = cache.lookup(1) else { panic!("the pending decision was evicted") };
+        in_flight.finish(&Decision::Approve);
+        assert_eq!(waiter.await.unwrap(), Decision::Approve);
+        assert!(matches!(cache.lookup(1), Lookup::Hit(Decision::Approve)));
+        // Once answered it is evictable again, and the bound holds.
+        for id in 100..110 {
+            miss(&cache, id).finish(&Decision::Approve);
+        }
+        assert!(cache.len() <= 3, "{}", cache.len());
+        assert!(matches!(cache.lookup(1), Lookup::Miss(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_decisions_may_exceed_the_capacity_but_answers_do_not() {
+        let cache = DecisionCache::new(Duration::from_secs(600), 2);
+        let tickets: Vec<Ticket> = (1..=5).map(|id| miss(&cache, id)).collect();
+        assert_eq!(cache.len(), 5, "all five are being decided: none dropped");
+        for t in tickets {
+            t.finish(&Decision::Approve);
+        }
+        miss(&cache, 6).finish(&Decision::Approve);
+        assert!(cache.len() <= 2, "{}", cache.len());
     }
 }

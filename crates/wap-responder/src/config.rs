@@ -70,6 +70,19 @@ pub enum ConfigError {
     /// `ResponderAuthenticationMode = Basic` (the default) without both credentials.
     #[error("`BillingAdapterUsername` and `BillingAdapterPassword` are required with authentication mode Basic")]
     MissingCredentials,
+    /// A password that is empty or only whitespace: anyone who knows the user name would be let in.
+    #[error("setting `{key}` is empty or whitespace: a non-blank password is required with authentication mode Basic")]
+    BlankPassword {
+        /// The setting (or field) that holds the password.
+        key: String,
+    },
+}
+
+impl ConfigError {
+    /// Whether the same settings could succeed later: never (a setting must be changed).
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
 }
 
 /// How the responder answers: authentication, routing, limits, decision budget, failure mode, idempotency and
@@ -108,6 +121,9 @@ pub struct ResponderConfig {
     pub price_max_length: usize,
     /// Answer for unknown price ids (`PricingUnknownIdStatus`, 200 with `""`).
     pub unknown_price_status: UnknownPriceStatus,
+    /// Read the body's `Method` values `"1"`, `"2"`, `"3"` as Put, Patch, Delete (`MethodNumericOrdinals`, default
+    /// `false`): must match the engine's setting, which the adapter applies when it starts the responder.
+    pub method_numeric_ordinals: bool,
 }
 
 impl ResponderConfig {
@@ -127,6 +143,7 @@ impl ResponderConfig {
             price_encoding: PriceEncoding::Json,
             price_max_length: DEFAULT_PRICE_MAX_LENGTH,
             unknown_price_status: UnknownPriceStatus::EmptyOk,
+            method_numeric_ordinals: false,
         }
     }
 
@@ -144,7 +161,8 @@ impl ResponderConfig {
     /// Reads the spec's setting names (approval-and-pricing.md §5): `ResponderAuthenticationMode`,
     /// `BillingAdapterUsername`, `BillingAdapterPassword`, `ResponderBasePath`, `SubscriptionResponderEnabled`,
     /// `PricingResponderEnabled`, `ApprovalTimeBudgetMilliseconds`, `ApprovalFailureMode`,
-    /// `PricingResponseFormat`, `PricingMaxLength`, `PricingUnknownIdStatus`. Names match ignoring ASCII case;
+    /// `PricingResponseFormat`, `PricingMaxLength`, `PricingUnknownIdStatus`, `MethodNumericOrdinals`. Names match
+    /// ignoring ASCII case;
     /// other names are ignored (they belong to other parts of the adapter); absent ones take the spec's defaults.
     pub fn from_settings<I, K, V>(settings: I) -> Result<Self, ConfigError>
     where
@@ -195,6 +213,8 @@ impl ResponderConfig {
                 };
             } else if is("PricingMaxLength") {
                 config.price_max_length = value.parse().map_err(|_| invalid("a number of characters"))?;
+            } else if is("MethodNumericOrdinals") {
+                config.method_numeric_ordinals = parse_bool(value).ok_or_else(|| invalid("true or false"))?;
             } else if is("PricingUnknownIdStatus") {
                 config.unknown_price_status = match value {
                     "200" => UnknownPriceStatus::EmptyOk,
@@ -209,7 +229,24 @@ impl ResponderConfig {
                 _ => return Err(ConfigError::MissingCredentials),
             }
         }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks what a server must not run with: Basic credentials with an empty user name
+    /// ([`ConfigError::MissingCredentials`]) or a password that is empty or whitespace
+    /// ([`ConfigError::BlankPassword`]). [`serve`](crate::serve) refuses such a configuration, and a
+    /// [`Responder`](crate::Responder) built with one refuses every call (401).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let AuthMode::Basic(credentials) = &self.auth {
+            if credentials.username.trim().is_empty() {
+                return Err(ConfigError::MissingCredentials);
+            }
+            if credentials.password.expose().trim().is_empty() {
+                return Err(ConfigError::BlankPassword { key: "BillingAdapterPassword".into() });
+            }
+        }
+        Ok(())
     }
 
     /// Sets the registered endpoint's path (`ResponderBasePath`).
@@ -257,6 +294,12 @@ impl ResponderConfig {
     /// Sets the price encoding.
     pub fn price_encoding(mut self, encoding: PriceEncoding) -> Self {
         self.price_encoding = encoding;
+        self
+    }
+
+    /// Reads `Method` `"1"`, `"2"`, `"3"` as Put, Patch, Delete (`MethodNumericOrdinals`).
+    pub fn method_numeric_ordinals(mut self, enabled: bool) -> Self {
+        self.method_numeric_ordinals = enabled;
         self
     }
 
@@ -373,5 +416,35 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("PricingUnknownIdStatus"), "{err}");
+    }
+
+    #[test]
+    fn blank_passwords_are_refused() {
+        for password in ["", " ", "\t  "] {
+            let err = ResponderConfig::from_settings([
+                ("BillingAdapterUsername", "WAPCALLER"),
+                ("BillingAdapterPassword", password),
+            ])
+            .unwrap_err();
+            assert_eq!(err, ConfigError::BlankPassword { key: "BillingAdapterPassword".into() }, "{password:?}");
+            assert!(err.to_string().contains("BillingAdapterPassword"), "{err}");
+            let in_code = ResponderConfig::basic(BasicCredentials::new("wapcaller", password));
+            assert!(matches!(in_code.validate(), Err(ConfigError::BlankPassword { .. })), "{password:?}");
+        }
+        assert!(ResponderConfig::basic(BasicCredentials::new(" ", "pw")).validate().is_err());
+        assert!(ResponderConfig::basic(BasicCredentials::new("u", "pw")).validate().is_ok());
+        assert!(ResponderConfig::without_authentication().validate().is_ok());
+    }
+
+    #[test]
+    fn method_numeric_ordinals_is_read() {
+        let c = ResponderConfig::from_settings([
+            ("ResponderAuthenticationMode", "None"),
+            ("MethodNumericOrdinals", "True"),
+        ])
+        .unwrap();
+        assert!(c.method_numeric_ordinals);
+        let c = ResponderConfig::from_settings([("ResponderAuthenticationMode", "None")]).unwrap();
+        assert!(!c.method_numeric_ordinals);
     }
 }

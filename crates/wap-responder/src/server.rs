@@ -64,6 +64,9 @@ impl ResponderServer {
 /// Connections are HTTP/1.1 (what WAP speaks), kept alive, with [`ServerConfig::header_read_timeout`] for slow
 /// clients; with a TLS configuration (feature `rustls`) each connection is a TLS handshake first (bounded by the
 /// same timeout).
+///
+/// A configuration that fails [`ResponderConfig::validate`](crate::ResponderConfig::validate) (a blank password) is
+/// refused with an [`io::ErrorKind::InvalidInput`] error carrying the [`ConfigError`](crate::ConfigError).
 pub fn serve<A, P>(
     listener: TcpListener,
     responder: Responder<A, P>,
@@ -73,6 +76,9 @@ where
     A: SubscriptionApprover,
     P: PricingResponder,
 {
+    if let Some(problem) = responder.config_error() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, problem.clone()));
+    }
     let local_addr = listener.local_addr()?;
     #[cfg(feature = "rustls")]
     let https = config.tls.is_some();
@@ -87,13 +93,18 @@ where
 }
 
 /// Serves `responder` on `listener` until `signal` completes, then shuts down gracefully (e.g. with
-/// `tokio::signal::ctrl_c()`).
+/// `tokio::signal::ctrl_c()`). A configuration that fails [`ResponderConfig::validate`](crate::ResponderConfig::validate)
+/// is not served: the error is logged and the function returns at once.
 pub async fn serve_until<A, P, F>(listener: TcpListener, responder: Responder<A, P>, config: ServerConfig, signal: F)
 where
     A: SubscriptionApprover,
     P: PricingResponder,
     F: Future + Send + 'static,
 {
+    if let Some(problem) = responder.config_error() {
+        tracing::error!(error = %problem, "responder not started: its configuration is invalid");
+        return;
+    }
     run(listener, responder, config, signal).await
 }
 

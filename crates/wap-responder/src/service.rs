@@ -9,6 +9,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -23,8 +24,8 @@ use wap_types::{AddonPriceQuery, ApprovalOperation, Decision, PlanPriceQuery, Pr
 
 use crate::approver::{AddOnApproval, SubscriptionApproval, SubscriptionApprover};
 use crate::auth::BasicCheck;
-use crate::cache::{DecisionCache, Lookup};
-use crate::config::{AuthMode, FailureMode, ResponderConfig, UnknownPriceStatus};
+use crate::cache::{DecisionCache, Lookup, RequestIdentity};
+use crate::config::{AuthMode, ConfigError, FailureMode, ResponderConfig, UnknownPriceStatus};
 use crate::pricing::{NoPricing, PricingResponder};
 use crate::request::{parse_approval, ParsedApproval};
 use crate::routing::Route;
@@ -52,6 +53,10 @@ struct Inner<A, P> {
     cache: DecisionCache,
     /// `None` without authentication.
     basic: Option<BasicCheck>,
+    /// Why the configuration must not serve (a blank password): every call is refused with 401.
+    misconfigured: Option<ConfigError>,
+    /// `MethodNumericOrdinals`: starts as configured; the adapter sets it to the engine's setting.
+    numeric_ordinals: AtomicBool,
 }
 
 /// Answers WAP's approval and pricing calls. Cheap to clone (shared state); serve it with [`serve`](crate::serve)
@@ -96,12 +101,45 @@ impl<A: SubscriptionApprover, P: PricingResponder> Responder<A, P> {
             AuthMode::Basic(credentials) => Some(BasicCheck::new(credentials)),
             AuthMode::None => None,
         };
-        Responder { inner: Arc::new(Inner { approver, pricing, has_pricing, config, base, cache, basic }) }
+        let misconfigured = config.validate().err();
+        if let Some(e) = &misconfigured {
+            tracing::error!(error = %e, "responder misconfigured: every call will be refused (401)");
+        }
+        let numeric_ordinals = AtomicBool::new(config.method_numeric_ordinals);
+        Responder {
+            inner: Arc::new(Inner {
+                approver,
+                pricing,
+                has_pricing,
+                config,
+                base,
+                cache,
+                basic,
+                misconfigured,
+                numeric_ordinals,
+            }),
+        }
     }
 
     /// The configuration.
     pub fn config(&self) -> &ResponderConfig {
         &self.inner.config
+    }
+
+    /// Why this responder refuses to serve (its configuration fails [`ResponderConfig::validate`]), if it does.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        self.inner.misconfigured.as_ref()
+    }
+
+    /// Whether the body's `Method` `"1"`, `"2"`, `"3"` are read as Put, Patch, Delete (`MethodNumericOrdinals`).
+    pub fn method_numeric_ordinals(&self) -> bool {
+        self.inner.numeric_ordinals.load(Ordering::Relaxed)
+    }
+
+    /// Sets `MethodNumericOrdinals` for this responder and its clones, from now on: the billing adapter calls it
+    /// with the engine's setting, so that approval calls and feeds read `Method` alike.
+    pub fn set_method_numeric_ordinals(&self, enabled: bool) {
+        self.inner.numeric_ordinals.store(enabled, Ordering::Relaxed);
     }
 
     /// How many answers the idempotency cache holds.
@@ -224,6 +262,12 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             response.headers_mut().insert(ALLOW, HeaderValue::from_static(route.allow_header()));
             return response;
         }
+        if let Some(problem) = &self.misconfigured {
+            tracing::error!(path = request.uri().path(), error = %problem, "refused a call: the responder is misconfigured");
+            let mut response = text(StatusCode::UNAUTHORIZED, "valid Basic credentials are required");
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE_VALUE));
+            return response;
+        }
         if let Some(basic) = &self.basic {
             let header = request.headers().get(AUTHORIZATION);
             if !basic.verify(header) {
@@ -238,7 +282,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             }
         }
         if route.is_approval() {
-            self.approval(request).await
+            self.approval(route, request).await
         } else {
             self.price(route, request.uri().query().unwrap_or("")).await
         }
@@ -270,7 +314,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         }
     }
 
-    async fn approval<B>(self: Arc<Self>, request: Request<B>) -> ResponderResponse
+    async fn approval<B>(self: Arc<Self>, route: Route, request: Request<B>) -> ResponderResponse
     where
         B: Body + Send + 'static,
         B::Data: Send,
@@ -283,7 +327,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         if wap_types::json::strip_bom(&body).iter().all(u8::is_ascii_whitespace) {
             return text(StatusCode::BAD_REQUEST, "the request body is empty: expected one UsageEvent (JSON)");
         }
-        let approval = match parse_approval(&body) {
+        let approval = match parse_approval(&body, self.numeric_ordinals.load(Ordering::Relaxed)) {
             Ok(approval) => approval,
             Err(e) => {
                 tracing::warn!(path = %e.path, error = %e.message, "refused an approval call with a malformed body");
@@ -291,19 +335,37 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
             }
         };
         let event_id = approval.event_id();
+        if let Some(verb) = approval.unknown_verb() {
+            // An approval is a gate: a verb that is not create, delete or update is not guessed to be an update.
+            tracing::warn!(
+                event_id,
+                verb,
+                numeric_ordinals = self.numeric_ordinals.load(Ordering::Relaxed),
+                mode = ?self.config.failure_mode,
+                "approval call with an unknown Method: answered with the failure decision"
+            );
+            let decision = match self.config.failure_mode {
+                FailureMode::Deny => Decision::deny(format!("unknown Method {verb:?}: denied")),
+                FailureMode::Approve => Decision::Approve,
+            };
+            log_decision(event_id, approval.operation(), &decision, Source::FailureMode);
+            return decision_response(&decision);
+        }
         let operation = approval.operation();
         if operation.is_always_approved() {
             log_decision(event_id, operation, &Decision::Approve, Source::Automatic);
             return decision_response(&Decision::Approve);
         }
+        let identity = approval.identity(route);
         // One clock reading for the cache's window and the decision budget.
-        let decision = self.decide(approval, operation, Instant::now()).await;
+        let decision = self.decide(approval, identity, Instant::now()).await;
         decision_response(&decision)
     }
 
-    async fn decide(self: Arc<Self>, approval: ParsedApproval, operation: ApprovalOperation, now: Instant) -> Decision {
-        let event_id = approval.event_id();
-        let ticket = match self.cache.lookup_at(event_id, now) {
+    async fn decide(self: Arc<Self>, approval: ParsedApproval, identity: RequestIdentity, now: Instant) -> Decision {
+        let event_id = identity.event_id;
+        let operation = identity.operation;
+        let ticket = match self.cache.lookup_at(&identity, now) {
             Lookup::Hit(decision) => {
                 log_decision(event_id, operation, &decision, Source::Repeated);
                 return decision;
@@ -322,7 +384,20 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
                     }
                 };
             }
-            Lookup::Miss(ticket) => ticket,
+            Lookup::Miss(ticket) => {
+                if ticket.is_conflict() {
+                    tracing::warn!(
+                        event_id,
+                        %operation,
+                        route = identity.route.segment(),
+                        subscription_id = identity.subscription_id.as_deref().unwrap_or(""),
+                        add_on_id = identity.add_on_id.as_deref().unwrap_or(""),
+                        plan_id = identity.plan_id.as_deref().unwrap_or(""),
+                        "approval conflict: this EventId was already seen with another request; deciding afresh"
+                    );
+                }
+                ticket
+            }
         };
         // The decision runs inline; if the caller hangs up first, it is finished in a task of its own, so its
         // answer is still cached for WAP's resend.

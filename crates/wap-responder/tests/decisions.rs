@@ -91,10 +91,13 @@ async fn a_resent_event_gets_the_same_answer_without_a_second_evaluation() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2, "each event was evaluated once, failures included");
 
-    // The cache is keyed by EventId: the same id with another body repeats the first answer (spec: per EventId).
+    // The cache is keyed by the request identity: the same id for another plan is another request, decided
+    // afresh (a conflict), and never gets the first answer.
     let same_id_other_plan = create_subscription_body(40, "s", "approve");
-    assert_eq!(approve(addr, "/subscriptions", &same_id_other_plan).await.status, 403);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(approve(addr, "/subscriptions", &same_id_other_plan).await.status, 204);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(approve(addr, "/subscriptions", &deny).await.status, 403, "the first request keeps its answer");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
     server.shutdown().await;
 }
 
@@ -147,12 +150,18 @@ async fn a_decision_finishes_and_is_cached_even_if_the_caller_hangs_up() {
 }
 
 #[tokio::test]
-async fn updates_and_unknown_verbs_are_approved_without_asking() {
+async fn updates_are_approved_without_asking_and_unknown_verbs_are_denied() {
     let calls = Arc::new(AtomicUsize::new(0));
     let server = start(Responder::new(scripted(calls.clone()), basic_config())).await;
     let addr = server.local_addr();
     assert_eq!(approve(addr, "/subscriptions", &fixture("update-subscription.json")).await.status, 204);
-    for method in ["Patch", "PUT", "Rename", "2"] {
+    for method in ["Rename", "2"] {
+        let body = serde_json::json!({"EventId": 9, "State": 2, "Method": method,
+            "Entity": {"SubscriptionID": "s", "PlanId": "approve"}});
+        let a = approve(addr, "/subscriptions", &serde_json::to_vec(&body).unwrap()).await;
+        assert_eq!(a.status, 403, "unknown verb {method}: the failure decision (deny)");
+    }
+    for method in ["Patch", "PUT", "put"] {
         let body = serde_json::json!({"EventId": 5, "State": 2, "Method": method,
             "Entity": {"SubscriptionID": "s", "PlanId": "deny"}});
         let a = approve(addr, "/subscriptions", &serde_json::to_vec(&body).unwrap()).await;

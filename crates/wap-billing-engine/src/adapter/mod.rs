@@ -103,7 +103,9 @@ impl Listen {
     }
 }
 
-type StartResponder = Box<dyn FnOnce(TcpListener) -> std::io::Result<ResponderServer> + Send>;
+/// Starts the responder on a bound listener; the `bool` is the engine's `MethodNumericOrdinals` when known (from
+/// the Usage Service client), applied to the responder so that approval calls and feeds read `Method` alike.
+type StartResponder = Box<dyn FnOnce(TcpListener, Option<bool>) -> std::io::Result<ResponderServer> + Send>;
 
 struct ResponderSetup {
     listen: Listen,
@@ -130,6 +132,8 @@ pub struct AdapterBuilder {
     admin: Option<Listen>,
     admin_credentials: Option<BasicCredentials>,
     billing_system_version: Option<String>,
+    /// The Usage Service client's `MethodNumericOrdinals`, when the engine reads the feeds with one.
+    method_numeric_ordinals: Option<bool>,
 }
 
 impl std::fmt::Debug for AdapterBuilder {
@@ -152,7 +156,10 @@ impl AdapterBuilder {
     /// WAP-side errors and reports them (see [`UsageServiceSource`]).
     pub fn usage_service(mut self, client: UsageClientBuilder) -> Self {
         self.source = Some(match UsageServiceSource::from_builder(client) {
-            Ok(s) => SourceSetup::Ready(Arc::new(s)),
+            Ok(s) => {
+                self.method_numeric_ordinals = Some(s.client().method_numeric_ordinals());
+                SourceSetup::Ready(Arc::new(s))
+            }
             Err(e) => SourceSetup::Failed(e),
         });
         self
@@ -160,12 +167,14 @@ impl AdapterBuilder {
 
     /// A Usage Service client used as it is (its retry policy runs inside each fetch).
     pub fn usage_client(mut self, client: UsageClient) -> Self {
+        self.method_numeric_ordinals = Some(client.method_numeric_ordinals());
         self.source = Some(SourceSetup::Ready(Arc::new(UsageServiceSource::new(client))));
         self
     }
 
     /// Any [`FeedSource`] (e.g. a [`MemorySource`](crate::MemorySource) in tests).
     pub fn source(mut self, source: Arc<dyn FeedSource>) -> Self {
+        self.method_numeric_ordinals = None;
         self.source = Some(SourceSetup::Ready(source));
         self
     }
@@ -235,7 +244,18 @@ impl AdapterBuilder {
         server: ServerConfig,
     ) -> Self {
         let base_path = responder.config().base_path.clone();
-        let start: StartResponder = Box::new(move |listener| wap_responder::serve(listener, responder, server));
+        let start: StartResponder = Box::new(move |listener, numeric_ordinals| {
+            if let Some(enabled) = numeric_ordinals {
+                if responder.method_numeric_ordinals() != enabled {
+                    tracing::info!(
+                        enabled,
+                        "responder reads Method with the engine's MethodNumericOrdinals setting (the Usage Service client's)"
+                    );
+                }
+                responder.set_method_numeric_ordinals(enabled);
+            }
+            wap_responder::serve(listener, responder, server)
+        });
         self.responder = Some(ResponderSetup { listen, base_path, start });
         self
     }
@@ -347,16 +367,17 @@ impl AdapterBuilder {
 
         // Servers first: if one cannot start, nothing has run yet.
         let mut responder_endpoint = None;
-        let responder = match responder_listener {
-            Some((listener, base_path, start)) => {
-                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let server =
-                    start(listener).map_err(|source| AdapterError::Bind { what: "responder", addr, source })?;
-                responder_endpoint = Some(server.endpoint_url(&base_path));
-                Some(server)
-            }
-            None => None,
-        };
+        let responder =
+            match responder_listener {
+                Some((listener, base_path, start)) => {
+                    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    let server = start(listener, self.method_numeric_ordinals)
+                        .map_err(|source| AdapterError::Bind { what: "responder", addr, source })?;
+                    responder_endpoint = Some(server.endpoint_url(&base_path));
+                    Some(server)
+                }
+                None => None,
+            };
         let shared = Arc::new(Shared {
             operator: Operator::new(Arc::clone(&store)),
             store,
@@ -566,6 +587,7 @@ impl Adapter {
             admin: None,
             admin_credentials: None,
             billing_system_version: None,
+            method_numeric_ordinals: None,
         }
     }
 

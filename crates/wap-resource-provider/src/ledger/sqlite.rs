@@ -1,8 +1,15 @@
 //! The SQLite ledger backend: one connection behind a mutex, used from `spawn_blocking`.
 //!
 //! Schema: `wap_usage_record(event_id INTEGER PRIMARY KEY, record TEXT)` (the record's JSON, `EventId`
-//! included) and `wap_usage_ledger(name, value)` holding `highest_issued` and `acknowledged_through`, so ids
-//! are never reused even when every record has been acknowledged and deleted.
+//! included), `wap_usage_ledger(name, value)` holding `highest_issued`, `acknowledged_through` and
+//! `served_through` (the highest id handed to a collector: no acknowledgement deletes above it), so ids are never
+//! reused even when every record has been acknowledged and deleted, and `wap_usage_append_key(key, first_id,
+//! last_id, count)`: the client keys of the most recent appends (bounded, oldest dropped first), so that a retried
+//! append stores once.
+//!
+//! Space: the file uses `auto_vacuum = INCREMENTAL`; every page freed by acknowledgements is returned once enough
+//! accumulated (the whole free list, not one page), and [`SqliteLedger::compact`] also truncates the WAL. A file
+//! created before incremental auto-vacuum is converted once, with a full `VACUUM`, when opened.
 //!
 //! Durability: appends commit with `synchronous=FULL` (the WAL is synced before `append` returns).
 //! Acknowledgements commit with `synchronous=NORMAL`: losing one to a power cut only brings back records the
@@ -12,26 +19,33 @@
 
 use std::ops::RangeInclusive;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use wap_types::{LastId, RpUsageRecord};
 
-use super::{LedgerError, LedgerStats};
+use super::{check_key_reuse, renumbered, LastIdBeyondIssued, LedgerError, LedgerOptions, LedgerStats};
 use crate::usage::{UsageEntry, UsagePage, UsagePoll, UsageQuery};
 
 /// Free pages above which an acknowledgement also returns space to the file system (4 KiB pages: 16 MiB).
 const VACUUM_FREE_PAGES: i64 = 4096;
 
-/// An append waiting for the next group commit, and where its ids go.
-type PendingAppend = (Vec<RpUsageRecord>, std::sync::mpsc::Sender<Result<RangeInclusive<i64>, LedgerError>>);
+/// Where an append's ids (or its error) go.
+type AppendReply = std::sync::mpsc::Sender<Result<RangeInclusive<i64>, LedgerError>>;
+
+/// An append waiting for the next group commit: its records, its client key, and where its ids go.
+type PendingAppend = (Vec<RpUsageRecord>, Option<String>, AppendReply);
 
 #[derive(Debug)]
 pub(super) struct SqliteLedger {
     conn: Mutex<Connection>,
     queue: Mutex<Vec<PendingAppend>>,
     location: String,
+    /// Metrics since the process started: `lastID`s above the served mark, and above every issued id.
+    acks_above_served: AtomicU64,
+    last_ids_beyond_issued: AtomicU64,
 }
 
 impl SqliteLedger {
@@ -40,8 +54,14 @@ impl SqliteLedger {
         let err = |e: rusqlite::Error| storage_error(&location, "cannot open", e);
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        // auto_vacuum only takes effect before the first table is created; harmless afterwards.
+        // auto_vacuum only takes effect before the first table is created; an older file is converted once with a
+        // full VACUUM (its free pages could not be returned otherwise).
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(err)?;
+        let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(err)?;
+        if auto_vacuum != 2 {
+            tracing::info!(location = %location, "usage ledger: converting the file to incremental auto-vacuum (one full VACUUM)");
+            conn.execute_batch("VACUUM;").map_err(err)?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(LedgerError::Storage {
@@ -63,12 +83,29 @@ impl SqliteLedger {
              ) WITHOUT ROWID;
              INSERT OR IGNORE INTO wap_usage_ledger (name, value) VALUES ('highest_issued', 0);
              INSERT OR IGNORE INTO wap_usage_ledger (name, value) VALUES ('acknowledged_through', 0);
+             CREATE TABLE IF NOT EXISTS wap_usage_append_key (
+                 seq      INTEGER PRIMARY KEY,
+                 key      TEXT NOT NULL UNIQUE,
+                 first_id INTEGER NOT NULL,
+                 last_id  INTEGER NOT NULL,
+                 count    INTEGER NOT NULL
+             );
              UPDATE wap_usage_ledger
                 SET value = max(value, (SELECT coalesce(max(event_id), 0) FROM wap_usage_record))
-              WHERE name = 'highest_issued';",
+              WHERE name = 'highest_issued';
+             -- A file from before the served mark: its collector polled until an empty page, so everything issued
+             -- counts as served (renumbering it would send WAP what it already has).
+             INSERT OR IGNORE INTO wap_usage_ledger (name, value)
+                 SELECT 'served_through', value FROM wap_usage_ledger WHERE name = 'highest_issued';",
         )
         .map_err(err)?;
-        Ok(SqliteLedger { conn: Mutex::new(conn), queue: Mutex::new(Vec::new()), location })
+        Ok(SqliteLedger {
+            conn: Mutex::new(conn),
+            queue: Mutex::new(Vec::new()),
+            location,
+            acks_above_served: AtomicU64::new(0),
+            last_ids_beyond_issued: AtomicU64::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -82,14 +119,19 @@ impl SqliteLedger {
     }
 
     /// Appends with group commit: queue the records, take the connection, commit everything queued.
-    pub(super) fn append_all(&self, records: Vec<RpUsageRecord>) -> Result<RangeInclusive<i64>, LedgerError> {
+    pub(super) fn append_all(
+        &self,
+        records: Vec<RpUsageRecord>,
+        key: Option<String>,
+        options: &LedgerOptions,
+    ) -> Result<RangeInclusive<i64>, LedgerError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push((records, tx));
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push((records, key, tx));
         {
             let mut conn = self.lock();
             let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
-                self.commit_appends(&mut conn, batch);
+                self.commit_appends(&mut conn, batch, options);
             }
         }
         // Our append was committed by us or by the holder of the connection before us.
@@ -97,12 +139,17 @@ impl SqliteLedger {
     }
 
     /// Commits queued appends in one transaction and answers each.
-    fn commit_appends(&self, conn: &mut Connection, batch: Vec<PendingAppend>) {
-        let (records, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        match self.insert_batches(conn, records) {
+    fn commit_appends(&self, conn: &mut Connection, batch: Vec<PendingAppend>, options: &LedgerOptions) {
+        let mut appends = Vec::with_capacity(batch.len());
+        let mut senders = Vec::with_capacity(batch.len());
+        for (records, key, sender) in batch {
+            appends.push((records, key));
+            senders.push(sender);
+        }
+        match self.insert_batches(conn, appends, options) {
             Ok(ranges) => {
                 for (tx, range) in senders.into_iter().zip(ranges) {
-                    let _ = tx.send(Ok(range));
+                    let _ = tx.send(range);
                 }
             }
             Err(e) => {
@@ -122,35 +169,72 @@ impl SqliteLedger {
         }
     }
 
+    /// Inserts every queued append in one transaction. The outer error fails them all (storage); an inner one
+    /// fails only its append (a client key reused for another append).
+    #[allow(clippy::type_complexity)]
     fn insert_batches(
         &self,
         conn: &mut Connection,
-        batches: Vec<Vec<RpUsageRecord>>,
-    ) -> Result<Vec<RangeInclusive<i64>>, LedgerError> {
+        batches: Vec<(Vec<RpUsageRecord>, Option<String>)>,
+        options: &LedgerOptions,
+    ) -> Result<Vec<Result<RangeInclusive<i64>, LedgerError>>, LedgerError> {
         let err = self.err("cannot append");
         conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let mut highest = read_value(&tx, "highest_issued").map_err(&err)?;
         let mut ranges = Vec::with_capacity(batches.len());
+        let mut keyed = false;
         {
             let mut insert =
                 tx.prepare_cached("INSERT INTO wap_usage_record (event_id, record) VALUES (?1, ?2)").map_err(&err)?;
-            for records in batches {
+            let mut find_key = tx
+                .prepare_cached("SELECT first_id, last_id, count FROM wap_usage_append_key WHERE key = ?1")
+                .map_err(&err)?;
+            let mut insert_key = tx
+                .prepare_cached(
+                    "INSERT INTO wap_usage_append_key (key, first_id, last_id, count) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(&err)?;
+            for (records, key) in batches {
+                if let Some(key) = &key {
+                    let known = find_key
+                        .query_row(params![key], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                        })
+                        .optional()
+                        .map_err(&err)?;
+                    if let Some((first, last, count)) = known {
+                        ranges.push(
+                            check_key_reuse(key, usize::try_from(count).unwrap_or(0), records.len())
+                                .map(|()| first..=last),
+                        );
+                        continue;
+                    }
+                }
                 let first = highest.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
                 let count = i64::try_from(records.len()).map_err(|_| LedgerError::IdsExhausted)?;
-                if count == 0 {
-                    ranges.push(first..=highest);
-                    continue;
-                }
-                let last = first.checked_add(count - 1).ok_or(LedgerError::IdsExhausted)?;
+                let last =
+                    if count == 0 { highest } else { first.checked_add(count - 1).ok_or(LedgerError::IdsExhausted)? };
                 for (id, mut record) in (first..).zip(records) {
                     record.event_id = id;
                     let json = serde_json::to_string(&record)?;
                     insert.execute(params![id, json]).map_err(&err)?;
                 }
+                if let Some(key) = &key {
+                    insert_key.execute(params![key, first, last, count]).map_err(&err)?;
+                    keyed = true;
+                }
                 highest = last;
-                ranges.push(first..=last);
+                ranges.push(Ok(first..=last));
             }
+        }
+        if keyed {
+            let retention = i64::try_from(options.client_key_retention).unwrap_or(i64::MAX);
+            tx.execute(
+                "DELETE FROM wap_usage_append_key WHERE seq <= (SELECT max(seq) FROM wap_usage_append_key) - ?1",
+                params![retention],
+            )
+            .map_err(&err)?;
         }
         tx.execute("UPDATE wap_usage_ledger SET value = ?1 WHERE name = 'highest_issued'", params![highest])
             .map_err(&err)?;
@@ -158,12 +242,56 @@ impl SqliteLedger {
         Ok(ranges)
     }
 
-    pub(super) fn advance_ids_past(&self, id: i64) -> Result<(), LedgerError> {
-        let conn = self.lock();
-        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(self.err("cannot advance ids"))?;
-        conn.execute("UPDATE wap_usage_ledger SET value = max(value, ?1) WHERE name = 'highest_issued'", params![id])
-            .map_err(self.err("cannot advance ids"))?;
-        Ok(())
+    /// Moves the id counter to at least `id`; records never served with an id at or below it get new ids above it.
+    fn advance_in(conn: &Connection, id: i64) -> Result<u64, LedgerError> {
+        let err = |e| storage_error("", "cannot advance ids", e);
+        let mut highest = read_value(conn, "highest_issued").map_err(err)?.max(id);
+        let served = read_value(conn, "served_through").map_err(err)?;
+        let moving: Vec<(i64, String)> = {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT event_id, record FROM wap_usage_record WHERE event_id > ?1 AND event_id <= ?2 ORDER BY event_id",
+                )
+                .map_err(err)?;
+            let rows = stmt.query_map(params![served, id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(err)?
+        };
+        for (old, json) in &moving {
+            let next = highest.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
+            let entry = renumbered(&UsageEntry::from_trusted_json(*old, json.clone()), next)?;
+            conn.execute(
+                "UPDATE wap_usage_record SET event_id = ?1, record = ?2 WHERE event_id = ?3",
+                params![next, entry.json(), old],
+            )
+            .map_err(err)?;
+            highest = next;
+        }
+        conn.execute("UPDATE wap_usage_ledger SET value = ?1 WHERE name = 'highest_issued'", params![highest])
+            .map_err(err)?;
+        // At or below `id` only served records are left: the mark moves up to it.
+        conn.execute("UPDATE wap_usage_ledger SET value = max(value, ?1) WHERE name = 'served_through'", params![id])
+            .map_err(err)?;
+        Ok(moving.len() as u64)
+    }
+
+    pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, LedgerError> {
+        let mut conn = self.lock();
+        let err = self.err("cannot advance ids");
+        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let moved = Self::advance_in(&tx, id).map_err(|e| self.relocate(e))?;
+        tx.commit().map_err(&err)?;
+        Ok(moved)
+    }
+
+    /// Puts this ledger's file name into a storage error made without it.
+    fn relocate(&self, e: LedgerError) -> LedgerError {
+        match e {
+            LedgerError::Storage { message, retryable, source, .. } => {
+                LedgerError::Storage { location: self.location.clone(), message, retryable, source }
+            }
+            other => other,
+        }
     }
 
     pub(super) fn stats(&self) -> Result<LedgerStats, LedgerError> {
@@ -174,15 +302,18 @@ impl SqliteLedger {
             highest_issued: read_value(&conn, "highest_issued").map_err(&err)?,
             acknowledged_through: read_value(&conn, "acknowledged_through").map_err(&err)?,
             pending: pending.max(0) as u64,
+            served_through: read_value(&conn, "served_through").map_err(&err)?,
+            acknowledgements_above_served: self.acks_above_served.load(Ordering::Relaxed),
+            last_ids_beyond_issued: self.last_ids_beyond_issued.load(Ordering::Relaxed),
         })
     }
 
+    /// Deletes the records up to `up_to`, never above the served mark.
     fn acknowledge_in(conn: &Connection, up_to: i64) -> rusqlite::Result<u64> {
+        let up_to = up_to.min(read_value(conn, "served_through")?);
         let removed = conn.execute("DELETE FROM wap_usage_record WHERE event_id <= ?1", params![up_to])?;
         conn.execute(
-            "UPDATE wap_usage_ledger
-                SET value = max(value, min(?1, (SELECT value FROM wap_usage_ledger WHERE name = 'highest_issued')))
-              WHERE name = 'acknowledged_through'",
+            "UPDATE wap_usage_ledger SET value = max(value, ?1) WHERE name = 'acknowledged_through'",
             params![up_to],
         )?;
         Ok(removed as u64)
@@ -199,11 +330,11 @@ impl SqliteLedger {
         Ok(UsagePage::from_entries(rows.collect::<rusqlite::Result<Vec<_>>>()?))
     }
 
-    /// Returns free pages to the file system once enough accumulated.
+    /// Returns the whole free list to the file system once enough accumulated.
     fn vacuum_if_needed(conn: &Connection) -> rusqlite::Result<()> {
         let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         if free > VACUUM_FREE_PAGES {
-            conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            incremental_vacuum(conn)?;
         }
         Ok(())
     }
@@ -221,47 +352,105 @@ impl SqliteLedger {
         Ok(removed)
     }
 
+    /// Records that a page up to `through` was handed to a collector (never lowers the mark).
+    pub(super) fn mark_served(&self, through: i64) -> Result<(), LedgerError> {
+        let conn = self.lock();
+        let err = self.err("cannot record the served mark");
+        // FULL: the mark is durable before the page leaves, so records renumbered later were really never sent.
+        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
+        conn.execute(
+            "UPDATE wap_usage_ledger
+                SET value = max(value, min(?1, (SELECT value FROM wap_usage_ledger WHERE name = 'highest_issued')))
+              WHERE name = 'served_through'",
+            params![through],
+        )
+        .map_err(&err)?;
+        Ok(())
+    }
+
+    pub(super) fn served_through(&self) -> Result<i64, LedgerError> {
+        read_value(&self.lock(), "served_through").map_err(self.err("cannot read the served mark"))
+    }
+
     pub(super) fn records_after(&self, after: LastId, limit: usize) -> Result<UsagePage, LedgerError> {
         Self::records_after_in(&self.lock(), after, limit).map_err(self.err("cannot read records"))
     }
 
-    pub(super) fn poll(&self, query: UsageQuery, max_page: usize) -> Result<UsagePoll, LedgerError> {
+    pub(super) fn poll(
+        &self,
+        query: UsageQuery,
+        max_page: usize,
+        options: &LedgerOptions,
+    ) -> Result<UsagePoll, LedgerError> {
         let mut conn = self.lock();
         let err = self.err("cannot serve usage");
-        conn.execute_batch("PRAGMA synchronous = NORMAL;").map_err(&err)?;
+        let highest = read_value(&conn, "highest_issued").map_err(&err)?;
+        let served = read_value(&conn, "served_through").map_err(&err)?;
+        let moves_ids = query.last_id.get().is_some_and(|last| last > highest || last > served);
+        // Moving ids is an append-like change (FULL); a plain acknowledgement is not (NORMAL, see the module docs).
+        let sync = if moves_ids { "PRAGMA synchronous = FULL;" } else { "PRAGMA synchronous = NORMAL;" };
+        conn.execute_batch(sync).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let highest = read_value(&tx, "highest_issued").map_err(&err)?;
+        let mut poll = UsagePoll::new(UsagePage::empty(), highest);
         let mut removed = 0;
         if let Some(last) = query.last_id.get() {
             if last > highest {
-                return Ok(UsagePoll {
-                    page: UsagePage::empty(),
-                    last_id_beyond_issued: true,
-                    highest_issued: highest,
-                });
+                self.last_ids_beyond_issued.fetch_add(1, Ordering::Relaxed);
+                poll.last_id_beyond_issued = true;
+                match options.last_id_beyond_issued {
+                    LastIdBeyondIssued::Refuse => {
+                        return Err(LedgerError::LastIdBeyondIssued { last_id: last, highest_issued: highest })
+                    }
+                    LastIdBeyondIssued::AdvanceIds => {
+                        // Nothing is acknowledged: the page holds the records that got new ids above `last`.
+                        poll.renumbered = Self::advance_in(&tx, last).map_err(|e| self.relocate(e))?;
+                        poll.ids_advanced = true;
+                        poll.after = query.last_id;
+                    }
+                }
+            } else {
+                let served = read_value(&tx, "served_through").map_err(&err)?;
+                removed = Self::acknowledge_in(&tx, last.min(served)).map_err(&err)?;
+                if last > served {
+                    // Acknowledges only what was served; the records never served at or below `last` get new ids
+                    // above the highest (a collector drops ids at or below its lastID), and are served after it.
+                    self.acks_above_served.fetch_add(1, Ordering::Relaxed);
+                    poll.last_id_above_served = true;
+                    poll.renumbered = Self::advance_in(&tx, last).map_err(|e| self.relocate(e))?;
+                }
+                poll.after = query.last_id;
             }
-            removed = Self::acknowledge_in(&tx, last).map_err(&err)?;
         }
+        poll.highest_issued = read_value(&tx, "highest_issued").map_err(&err)?;
+        poll.served_through = Some(read_value(&tx, "served_through").map_err(&err)?);
         let limit = (query.batch_size as usize).min(max_page);
-        let page = if limit == 0 {
-            UsagePage::empty()
-        } else {
-            Self::records_after_in(&tx, query.last_id, limit).map_err(&err)?
-        };
+        if limit > 0 {
+            poll.page = Self::records_after_in(&tx, poll.after, limit).map_err(&err)?;
+        }
         tx.commit().map_err(&err)?;
         if removed > 0 {
             Self::vacuum_if_needed(&conn).map_err(&err)?;
         }
-        Ok(UsagePoll { page, last_id_beyond_issued: false, highest_issued: highest })
+        Ok(poll)
     }
 
+    /// Returns every free page to the file system and truncates the WAL (the file shrinks at that checkpoint).
     pub(super) fn compact(&self) -> Result<(), LedgerError> {
         let conn = self.lock();
         let err = self.err("cannot compact");
-        conn.execute_batch("PRAGMA incremental_vacuum;").map_err(&err)?;
+        incremental_vacuum(&conn).map_err(&err)?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(&err)?;
         Ok(())
     }
+}
+
+/// `PRAGMA incremental_vacuum` frees one page per step: it is stepped to the end, so the whole free list goes.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 fn read_value(conn: &Connection, name: &str) -> rusqlite::Result<i64> {

@@ -23,7 +23,7 @@ use super::{BoxError, ResponseBody};
 use crate::auth::{AuthFailure, EndpointAuth};
 use crate::context::{CallContext, REQUEST_ID_HEADER, SESSION_ID_HEADER};
 use crate::handler::{CreateOutcome, DeleteOutcome, NotificationError, NotificationHandler, UpdateOutcome};
-use crate::usage::{serve_usage, UsageQuery, UsageSource};
+use crate::usage::{serve_usage_with, GapHoldBack, UsageQuery, UsageSource};
 
 /// A response that ends the request early (boxed: responses are large).
 type Rejection = Box<Response<ResponseBody>>;
@@ -66,6 +66,8 @@ pub(crate) struct UsageEndpoint {
     pub(crate) base: String,
     pub(crate) auth: EndpointAuth,
     pub(crate) source: Arc<dyn UsageSource>,
+    /// Holds back records after young gaps in ids (sources without visibility in id order).
+    pub(crate) gaps: GapHoldBack,
 }
 
 pub(crate) struct Mount {
@@ -306,7 +308,7 @@ impl RpApp {
             Ok(q) => q,
             Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidUsageQuery", e.to_string()),
         };
-        match serve_usage(&*u.source, q, self.inner.limits.max_usage_page).await {
+        match serve_usage_with(&*u.source, q, self.inner.limits.max_usage_page, &u.gaps).await {
             Ok(poll) => {
                 tracing::debug!(last_id = %q.last_id, batch_size = q.batch_size, records = poll.page.len(), "usage page");
                 respond::json_text(StatusCode::OK, poll.page.to_json())

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::EndpointAuth;
 use crate::handler::NotificationHandler;
-use crate::usage::UsageSource;
+use crate::usage::{GapHoldBack, UsageSource, DEFAULT_USAGE_GAP_GRACE};
 
 mod app;
 mod respond;
@@ -56,6 +56,22 @@ pub enum ServerError {
     /// The TLS configuration is not usable.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// An endpoint's Basic credentials have an empty user name, or a password that is empty or whitespace: anyone
+    /// who knows the user name would be let in.
+    #[error(
+        "the {endpoint} endpoint's Basic credentials are blank (empty user name, or empty or whitespace password)"
+    )]
+    BlankCredentials {
+        /// `notification`, `usage`, or `mount <prefix>`.
+        endpoint: String,
+    },
+}
+
+impl ServerError {
+    /// Whether starting again later may succeed (a port in use); configuration errors are permanent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ServerError::Bind { .. })
+    }
 }
 
 /// Builds and starts a resource provider server.
@@ -71,6 +87,7 @@ pub struct RpServer {
     header_read_timeout: Duration,
     shutdown_grace: Duration,
     require_principal_id: bool,
+    usage_gap_grace: Duration,
     #[cfg(feature = "rustls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -103,6 +120,7 @@ impl RpServer {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             require_principal_id: false,
+            usage_gap_grace: DEFAULT_USAGE_GAP_GRACE,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -119,7 +137,20 @@ impl RpServer {
     /// The usage endpoint: `GET <base_path>usage`, checked with `auth`, served from `source` (e.g. a
     /// [`UsageLedger`](crate::UsageLedger)).
     pub fn usage(mut self, base_path: &str, auth: EndpointAuth, source: impl UsageSource) -> Self {
-        self.usage = Some(UsageEndpoint { base: routes::normalize_base(base_path), auth, source: Arc::new(source) });
+        self.usage = Some(UsageEndpoint {
+            base: routes::normalize_base(base_path),
+            auth,
+            source: Arc::new(source),
+            gaps: GapHoldBack::default(),
+        });
+        self
+    }
+
+    /// How long a gap in `EventId`s is waited for before the records after it are served, for a usage source
+    /// that does not promise visibility in id order ([`UsageSource::ids_visible_in_order`]; the built-in ledger
+    /// does, and is never held back). Default 5 s ([`DEFAULT_USAGE_GAP_GRACE`]); zero serves every page as read.
+    pub fn usage_gap_grace(mut self, grace: Duration) -> Self {
+        self.usage_gap_grace = grace;
         self
     }
 
@@ -214,11 +245,26 @@ impl RpServer {
         if self.notification.is_none() && self.usage.is_none() && self.mounts.is_empty() {
             return Err(ServerError::NoEndpoint);
         }
+        let endpoints = self
+            .notification
+            .iter()
+            .map(|n| ("notification".to_owned(), &n.auth))
+            .chain(self.usage.iter().map(|u| ("usage".to_owned(), &u.auth)))
+            .chain(self.mounts.iter().map(|m| (format!("mount {}", m.prefix), &m.auth)));
+        for (endpoint, auth) in endpoints {
+            if auth.has_blank_credentials() {
+                return Err(ServerError::BlankCredentials { endpoint });
+            }
+        }
+        let mut usage = self.usage;
+        if let Some(u) = usage.as_mut() {
+            u.gaps = GapHoldBack::new(self.usage_gap_grace);
+        }
         let app = RpApp {
             inner: Arc::new(AppInner {
                 provider_name: self.provider_name,
                 notification: self.notification,
-                usage: self.usage,
+                usage,
                 mounts: self.mounts,
                 limits: self.limits,
                 require_principal_id: self.require_principal_id,
