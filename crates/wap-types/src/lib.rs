@@ -17,6 +17,8 @@ pub mod rp;
 pub mod secret;
 pub mod states;
 pub mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod usage;
 
 pub use approval::{ApprovalEntity, ApprovalOperation, ApprovalRequest, Decision};

@@ -17,6 +17,8 @@ pub use builder::{
     SETTING_KEYS,
 };
 pub use client::UsageClient;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub use clock::{Clock, Sleep, TokioClock};
 pub use error::{BoxError, DecodeErrorKind, Error, TransportErrorKind};
 pub use feed::{FeedClient, FeedItem, MalformedRecord, Page, PageHalt, PageItem, RetentionGap};
