@@ -9,6 +9,9 @@
 //! with the credentials in `WAP_BILLING_USERNAME` / `WAP_BILLING_PASSWORD`, until Ctrl-C; register it with
 //! `Set-MgmtSvcNotificationSubscriber` as the `wap-responder` README shows.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -88,21 +91,13 @@ async fn standalone(address: &str) -> Result<(), Box<dyn std::error::Error>> {
     let port = listener.local_addr()?.port();
     println!("serving on {address}: register -Endpoint 'http://<this host>:{port}/wap/' with Set-MgmtSvcNotificationSubscriber");
     let responder = Responder::with_pricing(billing.clone(), billing, config);
-    serve_until(listener, responder, ServerConfig::default(), async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    serve_until(listener, responder, ServerConfig::default(), support::shutdown_signal()).await;
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("wap_responder=info")),
-        )
-        .init();
+    support::init_logging("wap_responder=info");
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
         return standalone(args.get(i + 1).map(String::as_str).unwrap_or("0.0.0.0:8443")).await;

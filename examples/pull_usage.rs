@@ -9,6 +9,9 @@
 //!
 //! The URL and credentials may also come from `WAP_USAGE_URL`, `WAP_USAGE_USER` and `WAP_USAGE_PASSWORD`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -64,7 +67,7 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    support::init_logging("warn");
     let args = parse_args()?;
 
     // A real Usage Service, or a simulated WAP on loopback.

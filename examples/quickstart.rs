@@ -14,6 +14,9 @@
 //!
 //! `RUST_LOG=info cargo run --example quickstart` shows the adapter's log as well.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,12 +78,7 @@ fn usage_for(subscription: &str) -> Vec<UsageRecord> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".parse().unwrap()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging("error");
     let started = Instant::now();
     println!("wap-billing quickstart: a simulated WAP, a billing adapter and a small ledger, all on loopback\n");
 

@@ -14,6 +14,9 @@
 //! HTTP: put it behind your TLS terminator) and prints the registration for `--public-url`; see the crate
 //! README, "Registering the provider with WAP".
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -281,7 +284,7 @@ fn password(var: &str) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    support::init_logging("warn");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     match arg("--listen") {
@@ -326,7 +329,7 @@ async fn serve(
     let mut from = WapDateTime::now();
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = support::shutdown_signal() => break,
             _ = tick.tick() => {
                 let to = WapDateTime::now();
                 match provider.meter(from, to).await {
@@ -417,11 +420,14 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     };
     let result: QuotaUpdateResultBatch = wap.notifications(NAME).for_plan("gold").update_quota(&raise).await?.json()?;
     println!(
-        "Update quota: updated {:?}, failed {:?}",
+        "Admin raises plan 'gold' (Update Quota): MaxShares 10, MaxStorageGB 500 + 100 from an add-on = {} GB; \
+         updated {:?}, failed {:?}",
+        combined_quota(&raise).iter().find(|q| q.key == "MaxStorageGB").map(|q| q.value.as_str()).unwrap_or("?"),
         result.updated_subscription_ids.or_empty(),
         result.failed_subscription_ids.or_empty()
     );
     provider.create_share(&sub.subscription_id, "archive", 400)?;
+    println!("Create share 'archive' (400 GB) within the new quota: created (90 + 400 of 600 GB)");
 
     // 6. Three hours of metering, appended durably as they happen.
     let now = WapDateTime::now().to_utc();
