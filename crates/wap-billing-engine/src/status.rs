@@ -113,8 +113,11 @@ pub struct ProcessorStatus {
     /// The number (in `rounds_started` terms) of the last round that finished (a state-store error ends a round
     /// unfinished); 0 before the first.
     pub last_finished_round: u64,
-    /// The last state-store error, while the store fails.
+    /// The last state-store error, while the store fails (prefixed `permanent:` when retrying cannot help).
     pub last_store_error: Option<String>,
+    /// Why this instance does not take the lease although it could: another live process holds it under the same
+    /// `InstanceId`.
+    pub lease_conflict: Option<String>,
 }
 
 impl ProcessorStatus {
@@ -129,6 +132,7 @@ impl ProcessorStatus {
             rounds_started: 0,
             last_finished_round: 0,
             last_store_error: None,
+            lease_conflict: None,
         }
     }
 

@@ -195,9 +195,10 @@ async fn leases_expire_renew_and_release(b: Backend) {
     b.b.release_lease(&fence_b).await.unwrap();
     let third = b.a.try_acquire_lease(p, "a", Duration::from_secs(60), false).await.unwrap();
     assert_eq!(third.map(|l| l.generation), Some(second.generation + 1), "a released lease is free at once");
-    // Re-acquiring one's own live lease also bumps the generation (a new term).
-    let fourth = b.a.try_acquire_lease(p, "a", Duration::from_secs(60), false).await.unwrap().unwrap();
-    assert_eq!(fourth.generation, second.generation + 2);
+    // A live lease held under the same name is not taken again: that is a second process with the same
+    // InstanceId, and taking it would depose it (the elector reports the conflict instead).
+    assert_eq!(b.a.try_acquire_lease(p, "a", Duration::from_secs(60), false).await.unwrap(), None);
+    assert_eq!(b.a.lease(p).await.unwrap().unwrap().generation, second.generation + 1, "generation unchanged");
     // The two processors have separate leases.
     assert!(b.b.try_acquire_lease(ProcessorKind::Notification, "b", ttl, false).await.unwrap().is_some());
 }

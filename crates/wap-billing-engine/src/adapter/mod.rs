@@ -485,6 +485,7 @@ impl Shared {
                     }
                 })
                 .collect();
+            let task_running = self.handle(kind).is_none_or(ProcessorHandle::is_running);
             let is_leader = local.as_ref().is_some_and(ProcessorStatus::is_leader);
             processors.push(ProcessorReport {
                 processor: kind,
@@ -493,6 +494,7 @@ impl Shared {
                 is_leader,
                 halt,
                 local,
+                task_running,
                 feeds,
             });
         }

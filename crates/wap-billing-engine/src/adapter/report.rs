@@ -46,6 +46,9 @@ pub struct ProcessorReport {
     pub halt: Option<HaltStatus>,
     /// This instance's processor status (`None` when the processor is not configured here).
     pub local: Option<ProcessorStatus>,
+    /// Whether this instance's processor task is alive (`false` when it ended without being stopped, e.g. a
+    /// panic outside a handler; `true` when not configured here).
+    pub task_running: bool,
     /// One entry per feed, in cycle order.
     pub feeds: Vec<FeedReport>,
 }
@@ -216,6 +219,8 @@ impl AdapterStatus {
                     "halt": p.halt.as_ref().map(halt_json),
                     "cycles": local.map(|s| s.cycles),
                     "last_store_error": local.and_then(|s| s.last_store_error.clone()),
+                    "task_running": p.task_running,
+                    "lease_conflict": local.and_then(|s| s.lease_conflict.clone()),
                     "feeds": feeds,
                 })
             })
@@ -271,6 +276,16 @@ impl AdapterStatus {
         }
         for p in &self.processors {
             let Some(local) = &p.local else { continue };
+            if !p.task_running && local.phase != Phase::Stopped && !shutting_down {
+                degrade(format!(
+                    "{} processor: its task is not running (last phase {})",
+                    p.processor,
+                    phase_name(local.phase)
+                ));
+            }
+            if let Some(c) = &local.lease_conflict {
+                degrade(format!("{} processor: {c}", p.processor));
+            }
             if let Some(e) = &local.last_store_error {
                 degrade(format!("{} processor: state store failing: {e}", p.processor));
             }

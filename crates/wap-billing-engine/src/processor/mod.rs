@@ -20,12 +20,14 @@ mod usage;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use tokio::sync::{watch, Notify};
-use tokio::time::sleep;
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::Instrument;
 use wap_types::{FeedKind, StartId};
 
@@ -34,7 +36,7 @@ use crate::clock::{elapsed_between, Clock};
 use crate::config::EngineConfig;
 use crate::handler::{EventHandler, HandlerError, UsageHandler};
 use crate::identity::IdentityMap;
-use crate::lease::{LeaderElector, Leadership};
+use crate::lease::{LeaderElector, Leadership, LeaseTimes};
 use crate::operator::Operator;
 use crate::source::{FeedItem, FeedSource, SourceError, SourceErrorKind};
 use crate::status::{HeldEvent, Phase, ProcessorStatus, WaitingEvent};
@@ -69,7 +71,47 @@ enum UnitEnd {
     Split(i64),
 }
 
-/// In-memory retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt.
+/// What one billing-side call gets besides its unit: which call it is, the lease generation and its deadline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallInfo {
+    /// 1, 2, … for the unit in this process.
+    pub(crate) attempt: u32,
+    /// The fencing generation of the term.
+    pub(crate) generation: i64,
+    /// When the call is cut.
+    pub(crate) deadline: Instant,
+}
+
+/// Why a billing-side call did not succeed: the billing system answered (spends attempts), or the engine's own
+/// state store failed on the way (an identity-map lookup): never a billing failure, retried like every store
+/// error.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The handler's answer.
+    Handler(HandlerError),
+    /// The state store failed before the billing system was called.
+    Store(StoreError),
+}
+
+impl From<HandlerError> for CallError {
+    fn from(e: HandlerError) -> Self {
+        CallError::Handler(e)
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic payload".to_owned()
+    }
+}
+
+/// Retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt. Kept for the life of
+/// the process, across terms of leadership, so a lost and regained lease does not reset an event's attempts.
 #[derive(Debug, Default)]
 struct UnitState {
     calls: u32,
@@ -92,6 +134,7 @@ struct Processor {
     status: watch::Sender<ProcessorStatus>,
     wake: Arc<Notify>,
     units: Mutex<HashMap<(FeedKind, i64), UnitState>>,
+    lease: LeaseTimes,
 }
 
 /// A handle on a running processor: status, wake-up, operator commands. Cheap to clone.
@@ -112,6 +155,13 @@ impl ProcessorHandle {
     /// The current status.
     pub fn status(&self) -> ProcessorStatus {
         self.status.borrow().clone()
+    }
+
+    /// Whether the processor's task is still alive (its future has not ended or died). A processor that was
+    /// stopped reports `Stopped` as its last phase; one that died without stopping keeps its last phase, and
+    /// this says `false`.
+    pub fn is_running(&self) -> bool {
+        self.status.has_changed().is_ok()
     }
 
     /// A receiver of status changes.
@@ -268,6 +318,7 @@ impl Processor {
             status: watch::Sender::new(ProcessorStatus::new(kind)),
             wake: Arc::new(Notify::new()),
             units: Mutex::new(HashMap::new()),
+            lease: LeaseTimes::default(),
         }
     }
 
@@ -287,7 +338,7 @@ impl Processor {
         }
     }
 
-    async fn run_until(self, shutdown: impl Future<Output = ()>) {
+    async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
         if !self.enabled() {
             tracing::info!(processor = %self.kind, "processor disabled by configuration");
             self.status.send_modify(|s| s.phase = Phase::Stopped);
@@ -295,6 +346,7 @@ impl Processor {
             return;
         }
         let elector = LeaderElector::new(Arc::clone(&self.store), self.kind, &self.config);
+        self.lease = elector.times();
         let leadership = elector.subscribe();
         tokio::select! {
             () = elector.run() => {}
@@ -316,10 +368,26 @@ impl Processor {
                 s.phase = Phase::Standby;
                 s.leader_generation = None;
             });
-            let fence = match leadership.wait_for(|l| l.fence().is_some()).await {
-                Ok(l) => l.fence().cloned(),
-                Err(_) => return,
+            let fence = loop {
+                let conflict = self.lease.conflict();
+                self.status.send_if_modified(|s| {
+                    let changed = s.lease_conflict != conflict;
+                    s.lease_conflict.clone_from(&conflict);
+                    changed
+                });
+                // Look again now and then: the elector reports a duplicate InstanceId through the lease times.
+                let wait = tokio::time::timeout(
+                    (self.config.lease_ttl / 4).max(Duration::from_millis(5)),
+                    leadership.wait_for(|l| l.fence().is_some()),
+                )
+                .await;
+                match wait {
+                    Ok(Ok(l)) => break l.fence().cloned(),
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             };
+            self.status.send_modify(|s| s.lease_conflict = None);
             let Some(fence) = fence else { continue };
             self.status.send_modify(|s| {
                 s.leader_generation = Some(fence.generation);
@@ -344,7 +412,12 @@ impl Processor {
 
     /// One term of leadership; returns only when a fenced write was refused.
     async fn term(&self, fence: &Fence) {
-        self.units.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(not_before) = self.lease.first_call_not_before().filter(|t| *t > Instant::now()) {
+            // The previous holder did not release the lease: it may still be inside a billing call until that
+            // call's deadline. Bill nothing before it has passed.
+            tracing::info!(processor = %self.kind, wait = ?(not_before - Instant::now()), "took over an unreleased lease; waiting out the previous holder's call deadline");
+            sleep_until(not_before).await;
+        }
         let mut store_backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut loaded = false;
         loop {
@@ -381,9 +454,17 @@ impl Processor {
                     return;
                 }
                 Err(e) => {
-                    let wait = store_backoff.next_wait();
-                    tracing::error!(processor = %self.kind, error = %e, retry_in = ?wait, "state store failed; retrying");
-                    self.status.send_modify(|s| s.last_store_error = Some(e.to_string()));
+                    // Classified once (StoreError::is_retryable): a transient error is retried with back-off; a
+                    // permanent one (an unreadable value, a newer schema) needs an operator, and is looked at
+                    // again only at the longest back-off.
+                    let (wait, what) = if e.is_retryable() {
+                        (store_backoff.next_wait(), "state store failed")
+                    } else {
+                        (self.config.wap_retry_max, "state store failed permanently (needs an operator)")
+                    };
+                    tracing::error!(processor = %self.kind, error = %e, retryable = e.is_retryable(), retry_in = ?wait, "{what}; retrying");
+                    let text = if e.is_retryable() { e.to_string() } else { format!("permanent: {e}") };
+                    self.status.send_modify(|s| s.last_store_error = Some(text));
                     sleep(wait).await;
                 }
             }
@@ -622,8 +703,8 @@ impl Processor {
         call: F,
     ) -> Result<UnitEnd, StoreError>
     where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<(), HandlerError>>,
+        F: FnMut(CallInfo) -> Fut,
+        Fut: Future<Output = Result<(), CallError>>,
     {
         let span = if first == last {
             tracing::debug_span!("event", feed = %feed, event_id = first)
@@ -645,8 +726,8 @@ impl Processor {
         mut call: F,
     ) -> Result<UnitEnd, StoreError>
     where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<(), HandlerError>>,
+        F: FnMut(CallInfo) -> Fut,
+        Fut: Future<Output = Result<(), CallError>>,
     {
         let max = self.config.retry_max_attempts;
         loop {
@@ -654,12 +735,30 @@ impl Processor {
                 u.calls += 1;
                 u.calls
             });
-            let error = match call(call_no).await {
-                Ok(()) => {
+            let deadline = self.call_deadline();
+            let info = CallInfo { attempt: call_no, generation: fence.generation, deadline };
+            let outcome = tokio::time::timeout_at(deadline, AssertUnwindSafe(call(info)).catch_unwind()).await;
+            let error = match outcome {
+                Ok(Ok(Ok(()))) => {
                     self.forget_unit(feed, first);
                     return Ok(UnitEnd::Applied);
                 }
-                Err(e) => e,
+                Ok(Ok(Err(CallError::Handler(e)))) => e,
+                // The billing system was not called: a store error, retried by the term with back-off.
+                Ok(Ok(Err(CallError::Store(e)))) => return Err(e),
+                Ok(Err(payload)) => {
+                    let message = panic_message(payload.as_ref());
+                    let attempts = self.with_unit(feed, first, |u| u.attempts + 1);
+                    let error = format!("the handler panicked: {message}");
+                    return self
+                        .halt_unit(fence, feed, first, last, HaltReason::HandlerPanicked, error, attempts)
+                        .await;
+                }
+                Err(_) => HandlerError::failed(format!(
+                    "the billing call did not finish by its deadline (HandlerTimeoutMilliseconds = {} ms, or the \
+                     end of the lease) and was cut",
+                    self.config.handler_timeout.as_millis()
+                )),
             };
             if allow_split {
                 if let Some(k) = error.record_event_id().filter(|k| (first..=last).contains(k)) {
@@ -683,28 +782,50 @@ impl Processor {
                 u.attempts
             });
             if attempts >= max {
-                let halt = HaltStatus {
-                    processor: self.kind,
-                    feed,
-                    event_id: first,
-                    last_event_id: last,
-                    reason,
-                    error: error.to_string(),
-                    attempts,
-                    halted_at: now,
-                };
-                self.store.set_halt(fence, &halt).await?;
-                self.forget_unit(feed, first);
-                tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
-                self.status.send_modify(|s| {
-                    s.phase = Phase::Halted;
-                    s.halt = Some(halt);
-                });
-                return Ok(UnitEnd::Halted);
+                return self.halt_unit(fence, feed, first, last, reason, error.to_string(), attempts).await;
             }
             tracing::warn!(feed = %feed, event_id = first, attempt = attempts, max, error = %error, retry_in = ?self.config.retry_sleep, "billing side failed; retrying");
             sleep(self.config.retry_sleep).await;
         }
+    }
+
+    /// The deadline of a billing call starting now: `HandlerTimeoutMilliseconds` from now, but never after the
+    /// local end of the lease.
+    fn call_deadline(&self) -> Instant {
+        let by_timeout = Instant::now() + self.config.handler_timeout;
+        self.lease.deadline().map_or(by_timeout, |lease_end| lease_end.min(by_timeout))
+    }
+
+    /// Stores a halt on a unit (fenced) and publishes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn halt_unit(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        first: i64,
+        last: i64,
+        reason: HaltReason,
+        error: String,
+        attempts: u32,
+    ) -> Result<UnitEnd, StoreError> {
+        let halt = HaltStatus {
+            processor: self.kind,
+            feed,
+            event_id: first,
+            last_event_id: last,
+            reason,
+            error,
+            attempts,
+            halted_at: self.clock.now(),
+        };
+        self.store.set_halt(fence, &halt).await?;
+        self.forget_unit(feed, first);
+        tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
+        self.status.send_modify(|s| {
+            s.phase = Phase::Halted;
+            s.halt = Some(halt);
+        });
+        Ok(UnitEnd::Halted)
     }
 
     /// Commits a unit: processed record + cursor, fenced, in one transaction.

@@ -216,7 +216,8 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Tries to acquire a processor's lease for `holder`: succeeds when the row is free, released or expired (or,
     /// with `steal`, always), bumping the generation and setting the expiry to store-now + `ttl`. `None` when
-    /// another holder's lease is live.
+    /// the lease is live — also when its holder has the same name as `holder` (a second process with the same
+    /// `InstanceId` must not depose the first).
     async fn try_acquire_lease(
         &self,
         processor: ProcessorKind,

@@ -673,8 +673,9 @@ impl StateStore for PostgresStore {
             let current = lease_from_row(processor, &row);
             let now: i64 = row.get(3);
             let free = current.holder.is_none() || to_millis(current.expires_at) <= now;
-            let mine = current.holder.as_deref() == Some(holder);
-            if !(steal || free || mine) {
+            // A live lease is not taken even when its holder has this holder's name: that is another process
+            // with the same InstanceId (or this one's previous process), and taking it would depose it.
+            if !(steal || free) {
                 return Ok(None);
             }
             let generation = current.generation + 1;

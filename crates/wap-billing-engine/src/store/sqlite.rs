@@ -646,8 +646,9 @@ impl StateStore for SqliteStore {
                 .ok_or_else(|| StoreError::Corrupt("lease row vanished inside its transaction".into()))?;
             let now = now_ms();
             let free = current.holder.is_none() || to_millis(current.expires_at) <= now;
-            let mine = current.holder.as_deref() == Some(holder.as_str());
-            if !(steal || free || mine) {
+            // A live lease is not taken even when its holder has this holder's name: that is another process
+            // with the same InstanceId (or this one's previous process), and taking it would depose it.
+            if !(steal || free) {
                 return Ok(None);
             }
             let generation = current.generation + 1;

@@ -171,6 +171,14 @@ pub enum HaltReason {
     InvalidItem,
     /// The event stayed PendingApproval longer than `PendingApprovalMaxWaitSeconds`.
     PendingApprovalTimeout,
+    /// The handler panicked on the item (the panic message is in the halt's error). Not retried.
+    HandlerPanicked,
+    /// WAP answered the fetch at this position with a permanent error (HTTP 400 or 404) or a page whose records
+    /// cannot be read, `RetryMaxAttempts` times in a row. `skip` passes over the named id.
+    WapRejected,
+    /// WAP has purged history the adapter never read: the first id it still serves lies above the cursor + 1.
+    /// The halt names the lost range; only an operator's acknowledgement (`skip`) moves past it.
+    HistoryLost,
     /// A reason written by a newer version of the engine.
     Other(String),
 }
@@ -182,6 +190,9 @@ impl HaltReason {
             HaltReason::HandlerFailed => "handler_failed",
             HaltReason::InvalidItem => "invalid_item",
             HaltReason::PendingApprovalTimeout => "pending_approval_timeout",
+            HaltReason::HandlerPanicked => "handler_panicked",
+            HaltReason::WapRejected => "wap_rejected",
+            HaltReason::HistoryLost => "history_lost",
             HaltReason::Other(s) => s,
         }
     }
@@ -192,6 +203,9 @@ impl HaltReason {
             "handler_failed" => HaltReason::HandlerFailed,
             "invalid_item" => HaltReason::InvalidItem,
             "pending_approval_timeout" => HaltReason::PendingApprovalTimeout,
+            "handler_panicked" => HaltReason::HandlerPanicked,
+            "wap_rejected" => HaltReason::WapRejected,
+            "history_lost" => HaltReason::HistoryLost,
             other => HaltReason::Other(other.to_owned()),
         }
     }
