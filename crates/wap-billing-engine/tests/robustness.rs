@@ -16,8 +16,8 @@ use common::*;
 use wap_billing_engine::{AuditEntry, EventCommit};
 use wap_billing_engine::{
     ElectionMode, EngineConfig, EntityChange, EventContext, EventHandler, EventProcessor, FeedCursor, FeedHold, Fence,
-    HaltReason, HaltStatus, HandlerError, IdentityKind, IdentityMap, IdentityMapping, LeaseRecord, MemorySource, Phase,
-    ProcessedEvent, ProcessorKind, StateStore, StoreError,
+    HaltReason, HaltStatus, HaltTarget, HandlerError, IdentityKind, IdentityMap, IdentityMapping, LeaseRecord,
+    MemorySource, Phase, ProcessedEvent, ProcessorKind, StateStore, StoreError,
 };
 use wap_types::{FeedKind, Plan};
 
@@ -325,19 +325,26 @@ impl StateStore for Freezable {
         self.gate().await;
         self.inner.set_halt(fence, halt).await
     }
-    async fn resume(&self, p: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError> {
+    async fn resume(
+        &self,
+        p: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
         self.gate().await;
-        self.inner.resume(p, actor, at).await
+        self.inner.resume(p, expected, actor, at).await
     }
     async fn skip(
         &self,
         p: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<HaltStatus, StoreError> {
         self.gate().await;
-        self.inner.skip(p, actor, reason, at).await
+        self.inner.skip(p, expected, actor, reason, at).await
     }
     async fn identity(&self, kind: IdentityKind, wap_id: &str) -> Result<Option<IdentityMapping>, StoreError> {
         self.gate().await;
@@ -517,4 +524,31 @@ async fn a_leader_frozen_past_its_ttl_during_a_billing_call_cannot_bill_after_it
     assert_eq!(shared.cursor(FeedKind::Plans).await.unwrap().last_event_id, Some(2));
     b.stop().await;
     a.kill().await;
+}
+
+// ---------- finding 8: a usage halt names its record ----------
+
+#[tokio::test(start_paused = true)]
+async fn a_usage_batch_failing_without_a_named_record_halts_on_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store_fast(&dir, "state.db").await;
+    let source = MemorySource::new();
+    source.extend((1..=5).map(|id| usage(id, "sub-a")));
+    let handler = UsageRecorder::new();
+    // Every batch holding record 3 fails, without saying which record is at fault.
+    handler.inner.fail_always(FeedKind::Usage, 3);
+    let running = spawn_usage(&cfg(), &source, &store, handler.clone());
+    let status = wait_status(&running.handle, LONG, "halt", |s| s.phase == Phase::Halted).await;
+    let halt = status.halt.unwrap();
+    assert_eq!((halt.event_id, halt.last_event_id), (3, 3), "the halt names one record: {halt}");
+    assert_eq!(handler.applied_records(), vec![1, 2]);
+
+    // The skip names it; a stale one naming another record is refused.
+    let stale = HaltTarget { feed: FeedKind::Usage, event_id: 1 };
+    let refused = running.handle.skip_event(stale, "ops", "stale").await;
+    assert!(matches!(refused, Err(StoreError::HaltMismatch { .. })), "{refused:?}");
+    running.handle.skip_event(halt.target(), "ops", "meter reset; billed by hand").await.unwrap();
+    wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+    assert_eq!(handler.applied_records(), vec![1, 2, 4, 5]);
+    running.stop().await;
 }

@@ -41,7 +41,8 @@ use crate::operator::Operator;
 use crate::source::{FeedItem, FeedSource, SourceError, SourceErrorKind};
 use crate::status::{HeldEvent, Phase, ProcessorStatus, WaitingEvent};
 use crate::store::{
-    EventCommit, FeedHold, Fence, HaltReason, HaltStatus, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+    EventCommit, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget, ProcessedOutcome, ProcessorKind, StateStore,
+    StoreError,
 };
 
 /// The longest a halted processor waits before looking at the store again (an operator may have resumed it from
@@ -195,14 +196,41 @@ impl ProcessorHandle {
 
     /// Operator `resume` of this processor (see [`Operator::resume`]), then wakes it.
     pub async fn resume(&self, actor: &str) -> Result<HaltStatus, StoreError> {
-        let halt = self.operator.resume(self.kind, actor).await?;
-        self.wake();
-        Ok(halt)
+        self.resume_checked(None, actor).await
     }
 
     /// Operator `skip` of the halted event (see [`Operator::skip`]), then wakes the processor.
     pub async fn skip(&self, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
-        let halt = self.operator.skip(self.kind, actor, reason).await?;
+        self.skip_checked(None, actor, reason).await
+    }
+
+    /// Operator `resume` of the halt on `event` (see [`Operator::resume_event`]), then wakes the processor.
+    pub async fn resume_event(&self, event: HaltTarget, actor: &str) -> Result<HaltStatus, StoreError> {
+        self.resume_checked(Some(event), actor).await
+    }
+
+    /// Operator `skip` of the halt on `event` (see [`Operator::skip_event`]), then wakes the processor.
+    pub async fn skip_event(&self, event: HaltTarget, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
+        self.skip_checked(Some(event), actor, reason).await
+    }
+
+    pub(crate) async fn resume_checked(
+        &self,
+        event: Option<HaltTarget>,
+        actor: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        let halt = self.operator.resume_checked(self.kind, event, actor).await?;
+        self.wake();
+        Ok(halt)
+    }
+
+    pub(crate) async fn skip_checked(
+        &self,
+        event: Option<HaltTarget>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        let halt = self.operator.skip_checked(self.kind, event, actor, reason).await?;
         self.wake();
         Ok(halt)
     }
@@ -781,6 +809,13 @@ impl Processor {
                 u.attempts += 1;
                 u.attempts
             });
+            if attempts >= max && allow_split && first != last {
+                // The handler did not say which record fails: take the batch apart, so that the halt (and an
+                // operator's skip) names one record, never a whole batch.
+                tracing::warn!(feed = %feed, first, last, error = %error, "usage batch failed without naming a record; retrying its records one by one");
+                self.forget_unit(feed, first);
+                return Ok(UnitEnd::Split(first));
+            }
             if attempts >= max {
                 return self.halt_unit(fence, feed, first, last, reason, error.to_string(), attempts).await;
             }

@@ -29,8 +29,8 @@ pub use self::sqlite::SqliteStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use self::types::{from_millis, identity_key, to_millis};
 pub use self::types::{
-    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, IdentityKind,
-    IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind,
+    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget,
+    IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind,
 };
 pub use self::url::{redact_url, SqliteSync, StateDatabaseUrl};
 
@@ -73,6 +73,17 @@ pub enum StoreError {
         /// The processor.
         processor: ProcessorKind,
     },
+    /// An operator command named another event than the one the processor is halted on (a stale view, or a
+    /// retried request after the first one went through). Nothing was changed.
+    #[error("the {processor} processor is not halted on {expected}: {halted}")]
+    HaltMismatch {
+        /// The processor.
+        processor: ProcessorKind,
+        /// The event the command named.
+        expected: String,
+        /// The halt there is.
+        halted: String,
+    },
     /// The database was written by a newer engine.
     #[error(
         "state database schema version {found} is newer than this build supports ({supported}); upgrade the engine"
@@ -104,7 +115,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database { retryable, .. } => *retryable,
-            StoreError::Fenced { .. } | StoreError::NotHalted { .. } => false,
+            StoreError::Fenced { .. } | StoreError::NotHalted { .. } | StoreError::HaltMismatch { .. } => false,
             StoreError::InvalidUrl { .. }
             | StoreError::BackendNotEnabled { .. }
             | StoreError::SchemaTooNew { .. }
@@ -159,15 +170,24 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     async fn set_halt(&self, fence: &Fence, halt: &HaltStatus) -> Result<(), StoreError>;
 
     /// Operator `resume`: deletes the halt (a PendingApproval timeout also drops the feed's hold, so the wait starts
-    /// again) and writes an audit entry. [`StoreError::NotHalted`] when there is no halt.
-    async fn resume(&self, processor: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError>;
+    /// again) and writes an audit entry. [`StoreError::NotHalted`] when there is no halt;
+    /// [`StoreError::HaltMismatch`] when `expected` is given and the halt is on another event.
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError>;
 
     /// Operator `skip`: in one transaction records the halted event (or usage range) as `skipped_by_operator`, moves
     /// the cursor past it, drops the hold, deletes the halt and writes an audit entry with `reason`.
-    /// [`StoreError::NotHalted`] when there is no halt.
+    /// [`StoreError::NotHalted`] when there is no halt; [`StoreError::HaltMismatch`] when `expected` is given and
+    /// the halt is on another event.
     async fn skip(
         &self,
         processor: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,

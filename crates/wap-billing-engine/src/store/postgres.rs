@@ -12,8 +12,8 @@ use wap_types::FeedKind;
 use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, redact_url, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold,
-    Fence, HaltReason, HaltStatus, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
-    ProcessorKind, StateStore, StoreError,
+    Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent,
+    ProcessedOutcome, ProcessorKind, StateStore, StoreError,
 };
 
 const BACKEND: &str = "postgres";
@@ -452,11 +452,18 @@ impl StateStore for PostgresStore {
         })
     }
 
-    async fn resume(&self, processor: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError> {
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
         with_client!(self, |c| {
             let tx = c.transaction().await?;
             tx.execute("SELECT 1 FROM halt WHERE processor = $1 FOR UPDATE", &[&processor.name()]).await?;
             let halt = read_halt(&tx, processor).await?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute("DELETE FROM halt WHERE processor = $1", &[&processor.name()]).await?;
             if halt.reason == HaltReason::PendingApprovalTimeout {
                 tx.execute(DROP_HOLD_UP_TO, &[&halt.feed.name(), &halt.last_event_id]).await?;
@@ -480,6 +487,7 @@ impl StateStore for PostgresStore {
     async fn skip(
         &self,
         processor: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,
@@ -488,6 +496,7 @@ impl StateStore for PostgresStore {
             let tx = c.transaction().await?;
             tx.execute("SELECT 1 FROM halt WHERE processor = $1 FOR UPDATE", &[&processor.name()]).await?;
             let halt = read_halt(&tx, processor).await?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute(
                 "INSERT INTO processed_event (feed, event_id, last_event_id, outcome, processed_at_ms, generation)
                      VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (feed, event_id) DO NOTHING",

@@ -13,7 +13,7 @@ use wap_types::FeedKind;
 use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence,
-    HaltReason, HaltStatus, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
+    HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
     ProcessorKind, SqliteSync, StateStore, StoreError,
 };
 
@@ -419,11 +419,18 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn resume(&self, processor: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError> {
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
         let actor = actor.to_owned();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let halt = read_halt(&tx, processor)?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute("DELETE FROM halt WHERE processor = ?1", [processor.name()])?;
             if halt.reason == HaltReason::PendingApprovalTimeout {
                 tx.execute(DROP_HOLD_UP_TO, params![halt.feed.name(), halt.last_event_id])?;
@@ -447,6 +454,7 @@ impl StateStore for SqliteStore {
     async fn skip(
         &self,
         processor: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,
@@ -456,6 +464,7 @@ impl StateStore for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let halt = read_halt(&tx, processor)?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute(
                 "INSERT INTO processed_event (feed, event_id, last_event_id, outcome, processed_at_ms, generation)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (feed, event_id) DO NOTHING",

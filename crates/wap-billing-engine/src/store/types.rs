@@ -250,6 +250,43 @@ impl fmt::Display for HaltStatus {
     }
 }
 
+/// The event an operator command means (the feed and the halted `EventId`, as the operator saw it in the halt).
+/// `resume` and `skip` given one act only when the stored halt is on that event, so a stale view or a retried
+/// request never acts on a later halt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HaltTarget {
+    /// The feed of the halted event.
+    pub feed: FeedKind,
+    /// The halted `EventId` (for a usage range or a lost-history gap: its first id).
+    pub event_id: i64,
+}
+
+impl fmt::Display for HaltTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} event {}", self.feed, self.event_id)
+    }
+}
+
+impl HaltStatus {
+    /// The event this halt is on.
+    pub fn target(&self) -> HaltTarget {
+        HaltTarget { feed: self.feed, event_id: self.event_id }
+    }
+
+    /// [`StoreError::HaltMismatch`](super::StoreError::HaltMismatch) unless `expected` (when given) is this
+    /// halt's event.
+    pub(crate) fn check(&self, expected: Option<HaltTarget>) -> Result<(), super::StoreError> {
+        match expected {
+            Some(e) if e != self.target() => Err(super::StoreError::HaltMismatch {
+                processor: self.processor,
+                expected: e.to_string(),
+                halted: self.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One `lease` row: who runs a processor (adapter-engine.md §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRecord {
