@@ -71,6 +71,9 @@ pub struct FeedStatus {
     pub last_wap_error: Option<String>,
     /// The last successful poll is older than `RetentionWarnDays`: WAP may have purged data the adapter never saw.
     pub retention_warning: bool,
+    /// Ids WAP purged before this instance read them (`from..=to`), detected on this feed; cleared once the
+    /// cursor is past them (after an operator acknowledged the loss with `skip`).
+    pub history_lost: Option<(i64, i64)>,
 }
 
 impl FeedStatus {
@@ -87,6 +90,7 @@ impl FeedStatus {
             wap_failures: 0,
             last_wap_error: None,
             retention_warning: false,
+            history_lost: None,
         }
     }
 }

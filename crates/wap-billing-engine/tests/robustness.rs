@@ -552,3 +552,73 @@ async fn a_usage_batch_failing_without_a_named_record_halts_on_one_record() {
     assert_eq!(handler.applied_records(), vec![1, 2, 4, 5]);
     running.stop().await;
 }
+
+// ---------- finding 7: history purged by WAP ----------
+
+#[tokio::test(start_paused = true)]
+async fn purged_history_halts_the_feed_and_only_an_acknowledgement_moves_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store_fast(&dir, "state.db").await;
+    let source = MemorySource::new();
+    source.extend([ack_plan(1), ack_plan(2), ack_plan(3)]);
+    let handler = Recorder::new();
+    let running = spawn_events(&cfg(), &source, &store, handler.clone());
+    wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+
+    // Within one term: new events arrive and WAP's retention job deletes everything up to 6 before the next poll.
+    source.extend((4..=9).map(ack_plan));
+    for id in 1..=6 {
+        source.remove(FeedKind::Plans, id);
+    }
+    running.handle.wake();
+    let status = wait_status(&running.handle, LONG, "halt", |s| s.phase == Phase::Halted).await;
+    let halt = status.halt.clone().unwrap();
+    assert_eq!((halt.feed, halt.event_id, halt.last_event_id), (FeedKind::Plans, 4, 6));
+    assert_eq!(halt.reason, HaltReason::HistoryLost);
+    assert!(halt.error.contains("history lost between ids 4 and 6"), "{}", halt.error);
+    assert_eq!(status.feed(FeedKind::Plans).unwrap().history_lost, Some((4, 6)), "reported in the status");
+    assert_eq!(handler.applied().len(), 3, "nothing after the gap was billed");
+
+    // A resume does not pass it: the gap is found again.
+    running.handle.resume("ops").await.unwrap();
+    running.handle.sync_once().await;
+    let status = wait_status(&running.handle, LONG, "halt again", |s| s.phase == Phase::Halted).await;
+    assert_eq!(store.halt(ProcessorKind::Notification).await.unwrap().map(|h| h.event_id), Some(4));
+    assert_eq!(status.halt.as_ref().map(|h| h.reason.clone()), Some(HaltReason::HistoryLost));
+    assert_eq!(handler.applied().len(), 3);
+
+    // The operator's skip names the gap and acknowledges it (audited); then the rest is billed.
+    let target = HaltTarget { feed: FeedKind::Plans, event_id: 4 };
+    running
+        .handle
+        .skip_event(target, "ops-ana", "purged while the adapter was down; billed from WAP reports")
+        .await
+        .unwrap();
+    let status = wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+    assert_eq!(status.feed(FeedKind::Plans).unwrap().history_lost, None);
+    let applied: Vec<i64> = handler.applied().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(applied, vec![1, 2, 3, 7, 8, 9]);
+    let rows = store.processed(FeedKind::Plans, 4, 6).await.unwrap();
+    assert_eq!((rows[0].event_id, rows[0].last_event_id), (4, 6), "the lost range is recorded as skipped");
+    let audit = store.audit_log(20).await.unwrap();
+    assert!(audit.iter().any(|e| e.actor == "ops-ana" && e.detail.contains("purged while the adapter was down")));
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_gap_with_older_records_retained_is_not_a_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store_fast(&dir, "state.db").await;
+    let source = MemorySource::new();
+    source.extend([ack_plan(1), ack_plan(2)]);
+    let handler = Recorder::new();
+    let running = spawn_events(&cfg(), &source, &store, handler.clone());
+    wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+    // Ids 3..=5 never appear on this feed (another feed's ids, a shared sequence); 1 and 2 are still retained.
+    source.extend([ack_plan(6)]);
+    running.handle.sync_once().await;
+    let status = wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+    assert!(status.halt.is_none());
+    assert_eq!(handler.applied().len(), 3);
+    running.stop().await;
+}

@@ -54,6 +54,15 @@ pub struct ProcessorReport {
 }
 
 impl ProcessorReport {
+    /// The ids of `feed` WAP purged before they were read, while the processor is halted on them (from the
+    /// stored halt, so every instance reports it).
+    pub fn history_lost(&self, feed: FeedKind) -> Option<(i64, i64)> {
+        self.halt
+            .as_ref()
+            .filter(|h| h.reason == crate::store::HaltReason::HistoryLost && h.feed == feed)
+            .map(|h| (h.event_id, h.last_event_id))
+    }
+
     /// The holder of a live lease (the leader), judged with this machine's clock.
     pub fn leader(&self, now: DateTime<Utc>) -> Option<&str> {
         self.lease.as_ref().filter(|l| l.expires_at > now).and_then(|l| l.holder.as_deref())
@@ -199,6 +208,7 @@ impl AdapterStatus {
                             "wap_failures": lf.map(|l| l.wap_failures),
                             "last_wap_error": lf.and_then(|l| l.last_wap_error.clone()),
                             "retention_warning": lf.map(|l| l.retention_warning),
+                            "history_lost": p.history_lost(f.feed).map(|(from, to)| json!({ "from": from, "to": to })),
                             "last_poll_at": time(f.last_poll_at),
                             "fetches": f.fetches,
                             "fetch_errors": f.fetch_errors,

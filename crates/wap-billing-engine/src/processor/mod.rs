@@ -602,6 +602,11 @@ impl Processor {
             }
             page.sort_by_key(FeedItem::event_id);
             page.dedup_by_key(|i| i.event_id());
+            if let Some(c) = committed {
+                if self.history_lost(fence, feed, c, &page).await? {
+                    return Ok(FeedEnd::Halted);
+                }
+            }
             let max_id = page.last().map_or(0, FeedItem::event_id);
             let received = page.len();
             if let Some(c) = committed {
@@ -666,13 +671,53 @@ impl Processor {
         }
     }
 
+    /// Checks a page for history WAP purged before the adapter read it: the page's first id lies above
+    /// `committed + 1`, and WAP retains no record below that first id (asked with `startId = 0`, one record). Ids
+    /// may have gaps for other reasons (a shared sequence, deleted records), so a gap alone is not a loss; a gap
+    /// with nothing older retained is. Then the processor halts with "history lost between ids A and B"; only an
+    /// operator's `skip` (the audited acknowledgement) moves the cursor past it.
+    async fn history_lost(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        committed: i64,
+        page: &[FeedItem],
+    ) -> Result<bool, StoreError> {
+        let expected = committed.saturating_add(1);
+        let Some(first) = page.first().map(FeedItem::event_id).filter(|&f| f > expected) else {
+            return Ok(false);
+        };
+        let oldest = self.fetch_with_size(feed, StartId::BEGINNING, 1).await;
+        let oldest = oldest.iter().map(FeedItem::event_id).min();
+        if oldest.is_some_and(|o| o < first) {
+            tracing::debug!(feed = %feed, expected, first, ?oldest, "id gap after the cursor; older records are retained: not a purge");
+            return Ok(false);
+        }
+        let last_lost = first - 1;
+        let error = format!(
+            "history lost between ids {expected} and {last_lost}: WAP no longer serves them (the oldest record it \
+             retains is {}); the adapter never read them. Bill them by other means, then skip this halt to \
+             acknowledge the loss",
+            oldest.unwrap_or(first)
+        );
+        tracing::error!(feed = %feed, from = expected, to = last_lost, "WAP purged records the adapter never read");
+        self.status.send_modify(|s| s.feed_mut(feed).history_lost = Some((expected, last_lost)));
+        self.halt_unit(fence, feed, expected, last_lost, HaltReason::HistoryLost, error, 0).await?;
+        Ok(true)
+    }
+
     /// Fetches a page, retrying WAP-side errors with back-off until one succeeds. Cancel-safe (a dropped fetch
     /// leaves nothing behind).
     async fn fetch(&self, feed: FeedKind, start: StartId) -> Vec<FeedItem> {
+        self.fetch_with_size(feed, start, self.config.batch_size).await
+    }
+
+    /// [`Processor::fetch`] with a batch size.
+    async fn fetch_with_size(&self, feed: FeedKind, start: StartId, batch_size: u32) -> Vec<FeedItem> {
         let mut backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut failures: u32 = 0;
         loop {
-            let error = match self.source.fetch(feed, start, self.config.batch_size).await {
+            let error = match self.source.fetch(feed, start, batch_size).await {
                 Ok(page) => match page.iter().find(|i| i.feed() != feed) {
                     None => {
                         if failures > 0 {
@@ -889,6 +934,9 @@ impl Processor {
             }
             if f.held.is_some_and(|h| h.event_id <= last) {
                 f.held = None;
+            }
+            if f.history_lost.is_some_and(|(_, to)| to <= last) {
+                f.history_lost = None;
             }
         });
         Ok(())
