@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use common::*;
-use wap_billing_engine::{AuditEntry, EventCommit};
+use wap_billing_engine::{AuditEntry, EventCommit, SourceError, SourceErrorKind};
 use wap_billing_engine::{
     ElectionMode, EngineConfig, EntityChange, EventContext, EventHandler, EventProcessor, FeedCursor, FeedHold, Fence,
     HaltReason, HaltStatus, HaltTarget, HandlerError, IdentityKind, IdentityMap, IdentityMapping, LeaseRecord,
@@ -621,4 +621,52 @@ async fn an_id_gap_with_older_records_retained_is_not_a_loss() {
     assert!(status.halt.is_none());
     assert_eq!(handler.applied().len(), 3);
     running.stop().await;
+}
+
+// ---------- finding 10: permanent WAP-side errors ----------
+
+#[tokio::test(start_paused = true)]
+async fn a_page_wap_refuses_for_good_halts_with_a_position_an_operator_can_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store_fast(&dir, "state.db").await;
+    let source = MemorySource::new();
+    source.extend([ack_plan(1), ack_plan(2)]);
+    let handler = Recorder::new();
+    let running = spawn_events(&cfg(), &source, &store, handler.clone());
+    wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+
+    // The page at startId 3 cannot be read (an element whose EventId is unreadable), every time.
+    source.extend([ack_plan(3), ack_plan(4)]);
+    let unreadable = SourceError::new(SourceErrorKind::Body, "element 0: EventId is not a number");
+    source.fail_next(Some(FeedKind::Plans), 1_000, unreadable);
+    running.handle.wake();
+    let status = wait_status(&running.handle, LONG, "halt", |s| s.phase == Phase::Halted).await;
+    let halt = status.halt.unwrap();
+    assert_eq!((halt.feed, halt.event_id, halt.reason.clone()), (FeedKind::Plans, 3, HaltReason::WapRejected));
+    assert!(halt.error.contains("EventId is not a number"), "{}", halt.error);
+    let fetches = source.requests_for(FeedKind::Plans).iter().filter(|r| r.returned.is_none()).count();
+    assert_eq!(fetches, 5, "RetryMaxAttempts fetches, then the halt");
+
+    // WAP serves the page again; the operator resumes the named position.
+    source.clear_failures();
+    running.handle.resume_event(halt.target(), "ops").await.unwrap();
+    wait_status(&running.handle, LONG, "caught up", |s| s.phase == Phase::CaughtUp).await;
+    assert_eq!(handler.applied().len(), 4);
+    running.stop().await;
+}
+
+#[test]
+fn permanent_wap_errors_are_classified() {
+    for (kind, permanent) in [
+        (SourceErrorKind::Status(400), true),
+        (SourceErrorKind::Status(404), true),
+        (SourceErrorKind::Body, true),
+        (SourceErrorKind::Status(401), false),
+        (SourceErrorKind::Status(500), false),
+        (SourceErrorKind::Status(503), false),
+        (SourceErrorKind::Transport, false),
+    ] {
+        let e = SourceError::new(kind, "x");
+        assert_eq!((e.is_permanent(), e.is_retryable()), (permanent, !permanent), "{kind}");
+    }
 }

@@ -582,7 +582,10 @@ impl Processor {
         loop {
             let mut page = match prefetched.take() {
                 Some((at, items)) if at == start => items,
-                _ => self.fetch(feed, start).await,
+                _ => match self.fetch(feed, start).await {
+                    Ok(items) => items,
+                    Err(error) => return self.wap_rejected(fence, feed, start, &error).await,
+                },
             };
             if !poll_recorded {
                 // Once per drain: the time only feeds the retention warning, and saves a write per page.
@@ -647,7 +650,10 @@ impl Processor {
                         let after = StartId::resume(Some(committed.map_or(max_id, |c| c.max(max_id))), mode);
                         let apply = self.apply_usage(fence, handler.as_ref(), page, &mut committed);
                         if after > start {
-                            let (end, next_page) = while_fetching(apply, self.fetch(feed, after)).await;
+                            // A prefetch that failed is dropped: the loop fetches that page again (and halts then).
+                            let prefetch = async { self.fetch(feed, after).await.unwrap_or_default() };
+                            let (end, next_page) = while_fetching(apply, prefetch).await;
+                            let next_page = next_page.filter(|items| !items.is_empty());
                             if matches!(end, Ok(None)) {
                                 prefetched = next_page.map(|items| (after, items));
                             }
@@ -671,6 +677,29 @@ impl Processor {
         }
     }
 
+    /// WAP refused the position `start` of a feed permanently: halt on its first id (`reason` wap_rejected), so an
+    /// operator can `skip` it (the cursor then moves past that one id) or `resume` (try again).
+    async fn wap_rejected(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        start: StartId,
+        error: &SourceError,
+    ) -> Result<FeedEnd, StoreError> {
+        let first = match self.config.start_id_mode {
+            wap_types::StartIdMode::Inclusive => start.get(),
+            wap_types::StartIdMode::Exclusive => start.get().saturating_add(1),
+        };
+        let message = format!(
+            "WAP refused the page at startId {start} {} times in a row: {error}. A skip passes over id {first} \
+             only; skip again if the next position fails too",
+            self.config.retry_max_attempts
+        );
+        self.halt_unit(fence, feed, first, first, HaltReason::WapRejected, message, self.config.retry_max_attempts)
+            .await?;
+        Ok(FeedEnd::Halted)
+    }
+
     /// Checks a page for history WAP purged before the adapter read it: the page's first id lies above
     /// `committed + 1`, and WAP retains no record below that first id (asked with `startId = 0`, one record). Ids
     /// may have gaps for other reasons (a shared sequence, deleted records), so a gap alone is not a loss; a gap
@@ -687,7 +716,8 @@ impl Processor {
         let Some(first) = page.first().map(FeedItem::event_id).filter(|&f| f > expected) else {
             return Ok(false);
         };
-        let oldest = self.fetch_with_size(feed, StartId::BEGINNING, 1).await;
+        // A failed check is not a pass: without an answer the gap counts as lost (an operator decides).
+        let oldest = self.fetch_with_size(feed, StartId::BEGINNING, 1).await.unwrap_or_default();
         let oldest = oldest.iter().map(FeedItem::event_id).min();
         if oldest.is_some_and(|o| o < first) {
             tracing::debug!(feed = %feed, expected, first, ?oldest, "id gap after the cursor; older records are retained: not a purge");
@@ -707,15 +737,22 @@ impl Processor {
     }
 
     /// Fetches a page, retrying WAP-side errors with back-off until one succeeds. Cancel-safe (a dropped fetch
-    /// leaves nothing behind).
-    async fn fetch(&self, feed: FeedKind, start: StartId) -> Vec<FeedItem> {
+    /// leaves nothing behind). A permanent error ([`SourceError::is_permanent`]: HTTP 400 or 404, a page whose
+    /// records cannot be read) is given up after `RetryMaxAttempts` in a row and returned: the caller halts.
+    async fn fetch(&self, feed: FeedKind, start: StartId) -> Result<Vec<FeedItem>, SourceError> {
         self.fetch_with_size(feed, start, self.config.batch_size).await
     }
 
     /// [`Processor::fetch`] with a batch size.
-    async fn fetch_with_size(&self, feed: FeedKind, start: StartId, batch_size: u32) -> Vec<FeedItem> {
+    async fn fetch_with_size(
+        &self,
+        feed: FeedKind,
+        start: StartId,
+        batch_size: u32,
+    ) -> Result<Vec<FeedItem>, SourceError> {
         let mut backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut failures: u32 = 0;
+        let mut permanent: u32 = 0;
         loop {
             let error = match self.source.fetch(feed, start, batch_size).await {
                 Ok(page) => match page.iter().find(|i| i.feed() != feed) {
@@ -728,7 +765,7 @@ impl Processor {
                                 f.last_wap_error = None;
                             });
                         }
-                        return page;
+                        return Ok(page);
                     }
                     Some(other) => SourceError::new(
                         SourceErrorKind::Body,
@@ -738,6 +775,11 @@ impl Processor {
                 Err(e) => e,
             };
             failures = failures.saturating_add(1);
+            permanent = if error.is_permanent() { permanent + 1 } else { 0 };
+            if permanent >= self.config.retry_max_attempts {
+                tracing::error!(feed = %feed, start = %start, error = %error, failures, "WAP keeps refusing this position (permanent error); giving up");
+                return Err(error);
+            }
             let wait = backoff.next_wait();
             if error.is_configuration_error() {
                 tracing::error!(feed = %feed, start = %start, error = %error, failures, retry_in = ?wait, "Usage Service refused the credentials (check UsageServiceUsername/Password); retrying");
