@@ -670,3 +670,49 @@ fn permanent_wap_errors_are_classified() {
         assert_eq!((e.is_permanent(), e.is_retryable()), (permanent, !permanent), "{kind}");
     }
 }
+
+// ---------- finding 12: a page that takes the processor's thread ----------
+
+/// A source whose fetch holds its thread (a huge page being parsed) once, for longer than the lease TTL.
+struct SlowParse {
+    inner: MemorySource,
+    block: AtomicBool,
+}
+
+#[async_trait]
+impl wap_billing_engine::FeedSource for SlowParse {
+    async fn fetch(
+        &self,
+        feed: FeedKind,
+        start: wap_types::StartId,
+        batch: u32,
+    ) -> Result<Vec<wap_billing_engine::FeedItem>, SourceError> {
+        let page = self.inner.fetch(feed, start, batch).await?;
+        if !page.is_empty() && self.block.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(900));
+        }
+        Ok(page)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_go_on_while_the_processor_thread_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir, "state.db").await;
+    let source = MemorySource::new();
+    let slow = Arc::new(SlowParse { inner: source.clone(), block: AtomicBool::new(true) });
+    let config =
+        config().lease_ttl(Duration::from_millis(300)).sync_interval(Duration::from_millis(20)).build().unwrap();
+    let handler = Recorder::new();
+    let p = EventProcessor::new(&config, slow, Arc::clone(&store), handler.clone());
+    let handle = p.handle();
+    let task = tokio::spawn(p.run());
+    wait_status(&handle, Duration::from_secs(30), "leader", |s| s.phase == Phase::CaughtUp).await;
+    let generation = handle.status().leader_generation.unwrap();
+    source.push(ack_plan(1));
+    handle.wake();
+    eventually("applied", Duration::from_secs(30), || handler.applied().len() == 1).await;
+    assert_eq!(handle.status().leader_generation, Some(generation), "the lease was kept: no new term");
+    assert_eq!(store.lease(ProcessorKind::Notification).await.unwrap().unwrap().generation, generation);
+    task.abort();
+}

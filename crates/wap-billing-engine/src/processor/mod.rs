@@ -138,6 +138,15 @@ struct Processor {
     lease: LeaseTimes,
 }
 
+/// The election task of a processor; aborted when dropped.
+struct ElectionTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ElectionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A handle on a running processor: status, wake-up, operator commands. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ProcessorHandle {
@@ -373,14 +382,22 @@ impl Processor {
             shutdown.await;
             return;
         }
-        let elector = LeaderElector::new(Arc::clone(&self.store), self.kind, &self.config);
+        let elector = Arc::new(LeaderElector::new(Arc::clone(&self.store), self.kind, &self.config));
         self.lease = elector.times();
         let leadership = elector.subscribe();
+        // The elector runs in a task of its own: on a multi-threaded runtime its renewals then go on while this
+        // task parses a large page or runs a handler that blocks its thread. Dropping this future (a crash as far
+        // as the state is concerned) aborts it, so the lease then expires.
+        let mut election = ElectionTask(tokio::spawn({
+            let elector = Arc::clone(&elector);
+            async move { elector.run().await }
+        }));
         tokio::select! {
-            () = elector.run() => {}
             () = self.process(leadership) => {}
             () = shutdown => {}
         }
+        election.0.abort();
+        let _ = (&mut election.0).await;
         elector.release().await;
         self.status.send_modify(|s| {
             s.phase = Phase::Stopped;
