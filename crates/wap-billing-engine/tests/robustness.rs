@@ -716,3 +716,40 @@ async fn lease_renewals_go_on_while_the_processor_thread_is_busy() {
     assert_eq!(store.lease(ProcessorKind::Notification).await.unwrap().unwrap().generation, generation);
     task.abort();
 }
+
+// ---------- finding 5: lease renewals do not queue behind other store work (PostgreSQL) ----------
+
+#[tokio::test]
+async fn postgres_lease_renewals_do_not_wait_behind_a_blocked_data_operation() {
+    let Some(url) = postgres_url() else { return };
+    let schema = fresh_schema("renewal_lane");
+    let store: Arc<dyn StateStore> =
+        Arc::new(wap_billing_engine::PostgresStore::connect_in_schema(&url, &schema).await.unwrap());
+    let lease = store
+        .try_acquire_lease(ProcessorKind::Usage, "engine-a", Duration::from_secs(60), false)
+        .await
+        .unwrap()
+        .unwrap();
+    let fence = Fence { processor: ProcessorKind::Usage, holder: "engine-a".into(), generation: lease.generation };
+
+    // Another session locks the halt table: the store's next halt read (a status probe) blocks on it.
+    let (mut locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(&format!("LOCK TABLE \"{schema}\".halt IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+    let probe = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.halt(ProcessorKind::Usage).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!probe.is_finished(), "the probe waits for the lock");
+
+    // The renewal goes through on its own connection while the probe is still blocked.
+    let renewed = tokio::time::timeout(Duration::from_secs(20), store.renew_lease(&fence, Duration::from_secs(60)))
+        .await
+        .expect("the renewal is not queued behind the blocked probe");
+    assert!(renewed.unwrap());
+    assert!(!probe.is_finished(), "the probe was still blocked during the renewal");
+    tx.rollback().await.unwrap();
+    assert_eq!(probe.await.unwrap().unwrap(), None);
+}

@@ -18,21 +18,45 @@ use super::{
 
 const BACKEND: &str = "postgres";
 
-/// Runs a block on the connection (`c: &mut Client`); a failure that closed the connection drops it so the next
-/// call reconnects.
+/// Runs a block on a connection (`c: &mut Client`): the data connection, or with `lease` the connection kept
+/// for lease acquisition and renewal (so a renewal never waits behind a commit or a status probe). A block that
+/// does not finish within [`OPERATION_TIMEOUT`] is dropped together with its connection (a black-holed
+/// connection would otherwise hang for the TCP retransmission time) and fails retryably; a failure that closed
+/// the connection drops it too, so the next call reconnects.
 macro_rules! with_client {
-    ($self:ident, |$c:ident| $body:block) => {{
-        let mut guard = $self.client().await?;
+    ($self:ident, |$c:ident| $body:block) => {
+        with_client!($self, data, |$c| $body)
+    };
+    ($self:ident, $slot:ident, |$c:ident| $body:block) => {{
+        let mut guard = $self.client(&$self.$slot).await?;
+        let mut timed_out = false;
         let result: Result<_, StoreError> = {
             let $c: &mut Client = guard.as_mut().expect("connected");
-            async { $body }.await
+            match tokio::time::timeout(OPERATION_TIMEOUT, async { $body }).await {
+                Ok(result) => result,
+                Err(_) => {
+                    timed_out = true;
+                    Err(StoreError::Database {
+                        backend: BACKEND,
+                        message: format!("no answer within {OPERATION_TIMEOUT:?}; connection dropped"),
+                        retryable: true,
+                    })
+                }
+            }
         };
-        if result.is_err() && guard.as_ref().is_some_and(Client::is_closed) {
+        if timed_out || (result.is_err() && guard.as_ref().is_some_and(Client::is_closed)) {
             *guard = None;
         }
         result
     }};
 }
+
+/// The longest one store operation may take on the client side before its connection is dropped.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// `statement_timeout` set on every connection (unless the URL's `options` set one): the server ends a
+/// statement that runs longer.
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
 
 /// The server's clock in milliseconds: lease expiry is computed and compared with it only, so instances on
 /// several machines agree whatever their own clocks say.
@@ -43,7 +67,11 @@ const MIGRATION_LOCK: i64 = 0x5741_505f_4249_4c4c; // "WAP_BILL"
 
 /// The state store in a PostgreSQL database, for adapters running on several machines.
 ///
-/// One connection per store, re-established after it breaks (the failed operation returns a retryable error).
+/// Two connections per store — one for data (cursors, commits, halts, status probes), one for lease
+/// acquisition, renewal and release — each re-established after it breaks (the failed operation returns a
+/// retryable error). Every connection has TCP keepalives (15 s idle, 5 s interval, 3 probes, unless the URL sets
+/// them), a 10 s connect timeout (unless set), `statement_timeout` 30 s, and each operation a 45 s client-side
+/// limit.
 /// Fenced writes lock the lease row (`FOR SHARE`) in their transaction, so a concurrent acquisition by another
 /// instance either waits for the commit or makes it fail with [`StoreError::Fenced`]. Lease times use the server's
 /// `clock_timestamp()`. TLS to the server is not offered in this version: connect over a trusted network or a local
@@ -51,7 +79,8 @@ const MIGRATION_LOCK: i64 = 0x5741_505f_4249_4c4c; // "WAP_BILL"
 pub struct PostgresStore {
     url: String,
     schema: Option<String>,
-    client: Mutex<Option<Client>>,
+    data: Mutex<Option<Client>>,
+    lease: Mutex<Option<Client>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -126,9 +155,9 @@ impl PostgresStore {
         // Reject a malformed URL up front with a clear message (no password in it).
         url.parse::<tokio_postgres::Config>()
             .map_err(|e| StoreError::InvalidUrl { url: redact_url(url), reason: e.to_string() })?;
-        let store = PostgresStore { url: url.to_owned(), schema, client: Mutex::new(None) };
+        let store = PostgresStore { url: url.to_owned(), schema, data: Mutex::new(None), lease: Mutex::new(None) };
         {
-            let mut guard = store.client().await?;
+            let mut guard = store.client(&store.data).await?;
             let client = guard.as_mut().expect("connected");
             migrate(client).await?;
         }
@@ -141,12 +170,31 @@ impl PostgresStore {
     }
 
     async fn connect_client(&self) -> Result<Client, StoreError> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::InvalidUrl { url: redact_url(&self.url), reason: e.to_string() }
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(15));
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+        let own_timeout = config.get_options().is_some_and(|o| o.contains("statement_timeout"));
+        let (client, connection) = config.connect(NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "state database connection closed");
             }
         });
+        if !own_timeout {
+            client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}")).await?;
+        }
         if let Some(schema) = &self.schema {
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"))
@@ -155,9 +203,9 @@ impl PostgresStore {
         Ok(client)
     }
 
-    /// The connection, (re)connecting when there is none or it closed.
-    async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, StoreError> {
-        let mut guard = self.client.lock().await;
+    /// A connection slot's connection, (re)connecting when there is none or it closed.
+    async fn client<'a>(&self, slot: &'a Mutex<Option<Client>>) -> Result<MutexGuard<'a, Option<Client>>, StoreError> {
+        let mut guard = slot.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
             *guard = Some(self.connect_client().await?);
@@ -663,7 +711,7 @@ impl StateStore for PostgresStore {
         ttl: Duration,
         steal: bool,
     ) -> Result<Option<LeaseRecord>, StoreError> {
-        with_client!(self, |c| {
+        with_client!(self, lease, |c| {
             let tx = c.transaction().await?;
             tx.execute(
                 "INSERT INTO lease (processor, holder, generation, expires_at_ms) VALUES ($1, NULL, 0, 0)
@@ -709,7 +757,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
-        with_client!(self, |c| {
+        with_client!(self, lease, |c| {
             let n = c
                 .execute(
                     &format!(
@@ -724,7 +772,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        with_client!(self, |c| {
+        with_client!(self, lease, |c| {
             c.execute(
                 &format!(
                     "UPDATE lease SET holder = NULL, expires_at_ms = {NOW_MS}
