@@ -383,6 +383,27 @@ impl StateStore for Freezable {
         self.gate().await;
         self.inner.identities(kind).await
     }
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.gate().await;
+        self.inner.set_identity_fenced(fence, kind, wap_id, billing_id, at).await
+    }
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.gate().await;
+        self.inner.delete_identity_fenced(fence, kind, wap_id, at).await
+    }
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         self.gate().await;
         self.inner.audit_log(limit).await
@@ -752,4 +773,54 @@ async fn postgres_lease_renewals_do_not_wait_behind_a_blocked_data_operation() {
     assert!(!probe.is_finished(), "the probe was still blocked during the renewal");
     tx.rollback().await.unwrap();
     assert_eq!(probe.await.unwrap().unwrap(), None);
+}
+
+// ---------- finding 2: identity-map writes by handlers are fenced ----------
+
+/// Creates the billing-side plan and records the mapping, after waiting at a gate.
+#[derive(Debug, Default)]
+struct Mapper {
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Notify,
+    results: Mutex<Vec<Result<(), String>>>,
+}
+
+#[async_trait]
+impl EventHandler for Mapper {
+    async fn plan(&self, ctx: &EventContext<'_>, change: EntityChange<'_, Plan>) -> Result<(), HandlerError> {
+        self.entered.notify_one();
+        self.gate.notified().await;
+        let map = ctx.identity.as_ref().expect("identity map configured");
+        let result = map.set(IdentityKind::Plan, &change.entity().id, "B-1", "handler").await;
+        let failed = result.is_err();
+        self.results.lock().unwrap().push(result.map_err(|e| e.to_string()));
+        if failed {
+            return Err(HandlerError::failed("mapping refused"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deposed_leaders_handler_cannot_write_the_identity_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store_fast(&dir, "state.db").await;
+    let source = MemorySource::new();
+    source.push(ack_plan(1));
+    let handler = Arc::new(Mapper::default());
+    let config = cfg();
+    let map = Arc::new(wap_billing_engine::StoreIdentityMap::new(Arc::clone(&store)));
+    let p = EventProcessor::new(&config, Arc::new(source.clone()), Arc::clone(&store), handler.clone())
+        .with_identity_map(map);
+    let task = tokio::spawn(p.run());
+    tokio::time::timeout(LONG, handler.entered.notified()).await.unwrap();
+
+    // Another instance takes the lease while the handler is inside its call; the handler then writes the map.
+    store.try_acquire_lease(ProcessorKind::Notification, "intruder", Duration::from_secs(3600), true).await.unwrap();
+    handler.gate.notify_one();
+    eventually("handler wrote", LONG, || !handler.results.lock().unwrap().is_empty()).await;
+    let result = handler.results.lock().unwrap()[0].clone();
+    assert!(result.as_ref().is_err_and(|e| e.contains("lease")), "{result:?}");
+    assert_eq!(store.identity(IdentityKind::Plan, "plan-1").await.unwrap(), None, "nothing written");
+    task.abort();
 }

@@ -156,6 +156,10 @@ async fn a_deposed_leader_cannot_write(b: Backend) {
     assert!(refused.unwrap_err().is_fenced());
     let hold = FeedHold { event_id: 2, since: t(0) };
     assert!(b.a.set_hold(&old, FeedKind::Plans, Some(hold)).await.unwrap_err().is_fenced());
+    let refused = b.a.set_identity_fenced(&old, IdentityKind::Plan, "gold", "B-1", t(1)).await;
+    assert!(refused.unwrap_err().is_fenced(), "identity-map writes by a deposed leader's handler are refused");
+    assert!(b.a.delete_identity_fenced(&old, IdentityKind::Plan, "gold", t(1)).await.unwrap_err().is_fenced());
+    assert_eq!(b.a.identity(IdentityKind::Plan, "gold").await.unwrap(), None);
     assert!(b.a.set_halt(&old, &halt(FeedKind::Plans, 2, 2, HaltReason::HandlerFailed)).await.unwrap_err().is_fenced());
     assert!(!b.a.renew_lease(&old, Duration::from_secs(60)).await.unwrap(), "renewal refused");
     b.a.release_lease(&old).await.unwrap();

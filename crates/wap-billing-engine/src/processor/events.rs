@@ -6,7 +6,7 @@ use wap_types::{EventMethod, FeedKind, NotificationState, PullAction, UsageEvent
 
 use super::{CallError, CallInfo, FeedEnd, Processor, UnitEnd};
 use crate::handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey};
-use crate::identity::IdentityMap;
+use crate::identity::{FencedIdentityMap, IdentityMap};
 use crate::source::FeedItem;
 use crate::store::{FeedHold, Fence, HaltReason, IdentityKind, ProcessedOutcome, StoreError};
 
@@ -119,7 +119,8 @@ fn context<'a, T>(
         raw_entity: event.raw_entity(),
         attempt: call.attempt,
         billing_id,
-        identity: identity.cloned(),
+        identity: identity
+            .map(|m| Arc::new(FencedIdentityMap::new(Arc::clone(m), call.fence.clone())) as Arc<dyn IdentityMap>),
         generation: call.generation,
         deadline: call.deadline,
     }

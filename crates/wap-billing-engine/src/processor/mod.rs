@@ -73,7 +73,7 @@ enum UnitEnd {
 }
 
 /// What one billing-side call gets besides its unit: which call it is, the lease generation and its deadline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CallInfo {
     /// 1, 2, … for the unit in this process.
     pub(crate) attempt: u32,
@@ -81,6 +81,8 @@ pub(crate) struct CallInfo {
     pub(crate) generation: i64,
     /// When the call is cut.
     pub(crate) deadline: Instant,
+    /// The fence of the term (identity-map writes by the handler carry it).
+    pub(crate) fence: Fence,
 }
 
 /// Why a billing-side call did not succeed: the billing system answered (spends attempts), or the engine's own
@@ -868,7 +870,7 @@ impl Processor {
                 u.calls
             });
             let deadline = self.call_deadline();
-            let info = CallInfo { attempt: call_no, generation: fence.generation, deadline };
+            let info = CallInfo { attempt: call_no, generation: fence.generation, deadline, fence: fence.clone() };
             let outcome = tokio::time::timeout_at(deadline, AssertUnwindSafe(call(info)).catch_unwind()).await;
             let error = match outcome {
                 Ok(Ok(Ok(()))) => {

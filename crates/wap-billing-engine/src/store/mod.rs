@@ -224,6 +224,26 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Fenced [`StateStore::set_identity`] (actor = the fence's holder): refused with [`StoreError::Fenced`] once
+    /// the fence's lease is lost, so a deposed leader's handler cannot change the map.
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Fenced [`StateStore::delete_identity`] (actor = the fence's holder).
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// All mappings of a kind, by WAP id.
     async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError>;
 

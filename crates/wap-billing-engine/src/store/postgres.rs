@@ -614,31 +614,18 @@ impl StateStore for PostgresStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        with_client!(self, |c| {
-            let tx = c.transaction().await?;
-            let key = identity_key(wap_id);
-            let old = tx
-                .query_opt(
-                    "SELECT billing_id FROM identity_map WHERE kind = $1 AND wap_key = $2 FOR UPDATE",
-                    &[&kind.name(), &key],
-                )
-                .await?
-                .map(|r| r.get::<_, String>(0));
-            tx.execute(
-                    "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
-                        billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
-                    &[&kind.name(), &key, &wap_id, &billing_id, &to_millis(at)],
-                )
-                .await?;
-            let detail = match old {
-                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
-                None => format!("{kind} {wap_id} -> {billing_id}"),
-            };
-            audit(&tx, at, actor, &AuditAction::IdentitySet, None, None, None, &detail).await?;
-            tx.commit().await?;
-            Ok(())
-        })
+        self.set_identity_with(None, kind, wap_id, billing_id, actor, at).await
+    }
+
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_identity_with(Some(fence), kind, wap_id, billing_id, &fence.holder, at).await
     }
 
     async fn delete_identity(
@@ -648,22 +635,17 @@ impl StateStore for PostgresStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        with_client!(self, |c| {
-            let tx = c.transaction().await?;
-            let old = tx
-                .query_opt(
-                    "DELETE FROM identity_map WHERE kind = $1 AND wap_key = $2 RETURNING billing_id",
-                    &[&kind.name(), &identity_key(wap_id)],
-                )
-                .await?
-                .map(|r| r.get::<_, String>(0));
-            if let Some(old) = &old {
-                let detail = format!("{kind} {wap_id} (was {old})");
-                audit(&tx, at, actor, &AuditAction::IdentityDelete, None, None, None, &detail).await?;
-            }
-            tx.commit().await?;
-            Ok(old.is_some())
-        })
+        self.delete_identity_with(None, kind, wap_id, actor, at).await
+    }
+
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.delete_identity_with(Some(fence), kind, wap_id, &fence.holder, at).await
     }
 
     async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
@@ -794,6 +776,77 @@ impl StateStore for PostgresStore {
                 )
                 .await?;
             Ok(row.map(|r| lease_from_row(processor, &r)))
+        })
+    }
+}
+
+/// Identity-map writes, fenced (by a handler) or not (by an operator).
+impl PostgresStore {
+    async fn set_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            if let Some(f) = fence {
+                check_fence(&tx, f).await?;
+            }
+            let key = identity_key(wap_id);
+            let old = tx
+                .query_opt(
+                    "SELECT billing_id FROM identity_map WHERE kind = $1 AND wap_key = $2 FOR UPDATE",
+                    &[&kind.name(), &key],
+                )
+                .await?
+                .map(|r| r.get::<_, String>(0));
+            tx.execute(
+                    "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
+                        billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
+                    &[&kind.name(), &key, &wap_id, &billing_id, &to_millis(at)],
+                )
+                .await?;
+            let detail = match old {
+                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
+                None => format!("{kind} {wap_id} -> {billing_id}"),
+            };
+            audit(&tx, at, actor, &AuditAction::IdentitySet, None, None, None, &detail).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn delete_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            if let Some(f) = fence {
+                check_fence(&tx, f).await?;
+            }
+            let old = tx
+                .query_opt(
+                    "DELETE FROM identity_map WHERE kind = $1 AND wap_key = $2 RETURNING billing_id",
+                    &[&kind.name(), &identity_key(wap_id)],
+                )
+                .await?
+                .map(|r| r.get::<_, String>(0));
+            if let Some(old) = &old {
+                let detail = format!("{kind} {wap_id} (was {old})");
+                audit(&tx, at, actor, &AuditAction::IdentityDelete, None, None, None, &detail).await?;
+            }
+            tx.commit().await?;
+            Ok(old.is_some())
         })
     }
 }

@@ -534,32 +534,18 @@ impl StateStore for SqliteStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (wap_id, billing_id, actor) = (wap_id.to_owned(), billing_id.to_owned(), actor.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let key = identity_key(&wap_id);
-            let old: Option<String> = tx
-                .query_row(
-                    "SELECT billing_id FROM identity_map WHERE kind = ?1 AND wap_key = ?2",
-                    params![kind.name(), key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute(
-                "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
-                    billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
-                params![kind.name(), key, wap_id, billing_id, to_millis(at)],
-            )?;
-            let detail = match old {
-                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
-                None => format!("{kind} {wap_id} -> {billing_id}"),
-            };
-            audit(&tx, at, &actor, &AuditAction::IdentitySet, None, None, None, &detail)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.set_identity_with(None, kind, wap_id, billing_id, actor, at).await
+    }
+
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_identity_with(Some(fence), kind, wap_id, billing_id, &fence.holder, at).await
     }
 
     async fn delete_identity(
@@ -569,24 +555,17 @@ impl StateStore for SqliteStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let (wap_id, actor) = (wap_id.to_owned(), actor.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let old: Option<String> = tx
-                .query_row(
-                    "DELETE FROM identity_map WHERE kind = ?1 AND wap_key = ?2 RETURNING billing_id",
-                    params![kind.name(), identity_key(&wap_id)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(old) = &old {
-                let detail = format!("{kind} {wap_id} (was {old})");
-                audit(&tx, at, &actor, &AuditAction::IdentityDelete, None, None, None, &detail)?;
-            }
-            tx.commit()?;
-            Ok(old.is_some())
-        })
-        .await
+        self.delete_identity_with(None, kind, wap_id, actor, at).await
+    }
+
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.delete_identity_with(Some(fence), kind, wap_id, &fence.holder, at).await
     }
 
     async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
@@ -701,5 +680,81 @@ impl StateStore for SqliteStore {
 
     async fn lease(&self, processor: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError> {
         self.run(move |c| read_lease(c, processor)).await
+    }
+}
+
+/// Identity-map writes, fenced (by a handler) or not (by an operator).
+impl SqliteStore {
+    async fn set_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let fence = fence.cloned();
+        let (wap_id, billing_id, actor) = (wap_id.to_owned(), billing_id.to_owned(), actor.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(f) = &fence {
+                check_fence(&tx, f)?;
+            }
+            let key = identity_key(&wap_id);
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT billing_id FROM identity_map WHERE kind = ?1 AND wap_key = ?2",
+                    params![kind.name(), key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
+                    billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
+                params![kind.name(), key, wap_id, billing_id, to_millis(at)],
+            )?;
+            let detail = match old {
+                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
+                None => format!("{kind} {wap_id} -> {billing_id}"),
+            };
+            audit(&tx, at, &actor, &AuditAction::IdentitySet, None, None, None, &detail)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let fence = fence.cloned();
+        let (wap_id, actor) = (wap_id.to_owned(), actor.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(f) = &fence {
+                check_fence(&tx, f)?;
+            }
+            let old: Option<String> = tx
+                .query_row(
+                    "DELETE FROM identity_map WHERE kind = ?1 AND wap_key = ?2 RETURNING billing_id",
+                    params![kind.name(), identity_key(&wap_id)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(old) = &old {
+                let detail = format!("{kind} {wap_id} (was {old})");
+                audit(&tx, at, &actor, &AuditAction::IdentityDelete, None, None, None, &detail)?;
+            }
+            tx.commit()?;
+            Ok(old.is_some())
+        })
+        .await
     }
 }
