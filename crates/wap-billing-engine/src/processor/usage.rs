@@ -10,7 +10,7 @@
 
 use wap_types::{FeedKind, UsageRecord};
 
-use super::{FeedEnd, Processor, UnitEnd};
+use super::{CallError, FeedEnd, Processor, UnitEnd};
 use crate::handler::{HandlerError, UsageBatch, UsageHandler};
 use crate::source::{FeedItem, MalformedItem};
 use crate::store::{Fence, HaltReason, ProcessedOutcome, StoreError};
@@ -57,7 +57,7 @@ impl Processor {
                     let end = self
                         .attempts(fence, feed, m.event_id, m.event_id, false, HaltReason::InvalidItem, |_| {
                             let message = message.clone();
-                            async move { Err(HandlerError::failed(message)) }
+                            async move { Err(HandlerError::failed(message).into()) }
                         })
                         .await?;
                     return Ok(Some(match end {
@@ -75,7 +75,13 @@ impl Processor {
                     let (first, last) = (batch[0].event_id, batch[take - 1].event_id);
                     let end = self
                         .attempts(fence, feed, first, last, take > 1, HaltReason::HandlerFailed, |call| {
-                            handler.apply_usage(UsageBatch { records: batch, attempt: call })
+                            let batch = UsageBatch {
+                                records: batch,
+                                attempt: call.attempt,
+                                generation: call.generation,
+                                deadline: call.deadline,
+                            };
+                            async move { handler.apply_usage(batch).await.map_err(CallError::from) }
                         })
                         .await?;
                     match end {
