@@ -153,12 +153,17 @@ impl WhmcsClientBuilder {
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
             }
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::Config(format!("TLS: {e}")))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http)
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| Error::Config(format!("TLS: {e}")))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
         };
         #[cfg(not(feature = "rustls"))]
         let connector: Connector = {
@@ -169,7 +174,14 @@ impl WhmcsClientBuilder {
         };
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Ok(WhmcsClient {
-            inner: Arc::new(Inner { http, endpoint, credentials, access_key: self.access_key, timeout: self.timeout, user_agent }),
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                credentials,
+                access_key: self.access_key,
+                timeout: self.timeout,
+                user_agent,
+            }),
         })
     }
 }
@@ -244,7 +256,11 @@ impl WhmcsClient {
         let (status, bytes) = match tokio::time::timeout(i.timeout, exchange).await {
             Ok(r) => r?,
             Err(_) => {
-                tracing::warn!(action, timeout_ms = i.timeout.as_millis() as u64, "WHMCS call timed out; it may have been applied");
+                tracing::warn!(
+                    action,
+                    timeout_ms = i.timeout.as_millis() as u64,
+                    "WHMCS call timed out; it may have been applied"
+                );
                 return Err(transport(TransportFailure::Timeout(i.timeout), None, "no answer in time".into()));
             }
         };
@@ -284,7 +300,9 @@ impl WhmcsClient {
     /// The client whose email is `email` (compared ignoring ASCII case), through `GetClients search=` (a prefix
     /// match on several fields, filtered here to the exact email). `None` when there is none.
     pub async fn find_client_by_email(&self, email: &str) -> Result<Option<Client>, Error> {
-        let clients = self.list_paged("GetClients", vec![("search", email.to_owned())], "clients", "client", Client::read).await?;
+        let clients = self
+            .list_paged("GetClients", vec![("search", email.to_owned())], "clients", "client", Client::read)
+            .await?;
         Ok(clients.into_iter().find(|c| c.email.trim().eq_ignore_ascii_case(email.trim())))
     }
 
@@ -376,7 +394,9 @@ impl WhmcsClient {
             .into_iter()
             .filter(|s| match key {
                 SubscriptionKey::Domain => s.domain.eq_ignore_ascii_case(subscription_id),
-                SubscriptionKey::CustomField(id) => s.custom_field(id).is_some_and(|v| v.eq_ignore_ascii_case(subscription_id)),
+                SubscriptionKey::CustomField(id) => {
+                    s.custom_field(id).is_some_and(|v| v.eq_ignore_ascii_case(subscription_id))
+                }
             })
             .collect();
         found.sort_by_key(|s| s.id);
@@ -500,7 +520,8 @@ pub enum SubscriptionKey {
 
 /// Reads one answer: the envelope decides, whatever the HTTP status.
 pub(crate) fn read_answer(action: &str, status: u16, bytes: &[u8]) -> Result<Map<String, Value>, Error> {
-    let transport = |failure, detail: String| Error::Transport { action: action.to_owned(), failure, status: Some(status), detail };
+    let transport =
+        |failure, detail: String| Error::Transport { action: action.to_owned(), failure, status: Some(status), detail };
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(_) => {
@@ -527,7 +548,11 @@ pub(crate) fn read_answer(action: &str, status: u16, bytes: &[u8]) -> Result<Map
             Err(Error::Api { action: action.to_owned(), kind, message, status })
         }
         _ if status >= 500 => Err(transport(TransportFailure::ServerError, snippet(bytes))),
-        _ => Err(Error::Decode { action: action.to_owned(), path: "$.result".into(), detail: "missing or not success/error".into() }),
+        _ => Err(Error::Decode {
+            action: action.to_owned(),
+            path: "$.result".into(),
+            detail: "missing or not success/error".into(),
+        }),
     }
 }
 

@@ -142,8 +142,7 @@ pub fn classify_message(message: &str) -> ErrorKind {
         ErrorKind::Auth
     } else if lower.starts_with("invalid ip") {
         ErrorKind::IpRefused
-    } else if lower.starts_with("invalid permissions") || lower.contains("api access") && lower.contains("permission")
-    {
+    } else if lower.starts_with("invalid permissions") || lower.contains("api access") && lower.contains("permission") {
         ErrorKind::Permission
     } else if lower.starts_with("command not found") {
         ErrorKind::UnknownAction

@@ -19,5 +19,7 @@ pub use types::{
     Client, CustomFieldValue, InvoiceAction, NewBillableItem, NewClient, NewOrder, Order, OrderItem, OrderLine,
     PlacedOrder, Product, Service, ServiceAddon,
 };
-pub use version::{check_version, detect_version, InvalidVersion, VersionCheck, VersionMismatch, VersionSource, WhmcsVersion};
+pub use version::{
+    check_version, detect_version, InvalidVersion, VersionCheck, VersionMismatch, VersionSource, WhmcsVersion,
+};
 pub use wap_types::Secret;

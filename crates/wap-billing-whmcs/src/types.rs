@@ -192,7 +192,11 @@ impl Order {
                 .into_iter()
                 .map(|l| {
                     let l = Obj::new(o.action, "$.orders.order[].lineitems.lineitem[]", l);
-                    Ok(OrderLine { line_type: l.text("type"), relid: l.opt_id("relid")?.unwrap_or(0), status: l.text("status") })
+                    Ok(OrderLine {
+                        line_type: l.text("type"),
+                        relid: l.opt_id("relid")?.unwrap_or(0),
+                        status: l.text("status"),
+                    })
                 })
                 .collect::<Result<_, Error>>()?,
         })
@@ -254,7 +258,11 @@ impl Service {
                 .into_iter()
                 .map(|f| {
                     let f = Obj::new(o.action, "$.products.product[].customfields.customfield[]", f);
-                    Ok(CustomFieldValue { id: f.opt_id("id")?.unwrap_or(0), name: f.text("name"), value: f.text("value") })
+                    Ok(CustomFieldValue {
+                        id: f.opt_id("id")?.unwrap_or(0),
+                        name: f.text("name"),
+                        value: f.text("value"),
+                    })
                 })
                 .collect::<Result<_, Error>>()?,
         })
@@ -321,7 +329,45 @@ pub struct OrderItem {
 impl OrderItem {
     /// A line for product `pid`.
     pub fn product(pid: u64) -> Self {
-        OrderItem { pid, billingcycle: None, domain: None, customfields: Vec::new(), addons: Vec::new(), priceoverride: None }
+        OrderItem {
+            pid,
+            billingcycle: None,
+            domain: None,
+            customfields: Vec::new(),
+            addons: Vec::new(),
+            priceoverride: None,
+        }
+    }
+
+    /// Sets the service's domain field (where [`SubscriptionKey::Domain`](crate::SubscriptionKey) keeps the WAP
+    /// subscription id).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Sets custom field `field_id` of the new service.
+    pub fn custom_field(mut self, field_id: u64, value: impl Into<String>) -> Self {
+        self.customfields.push((field_id.to_string(), value.into()));
+        self
+    }
+
+    /// Orders add-on definition `addon_id` with the product.
+    pub fn addon(mut self, addon_id: u64) -> Self {
+        self.addons.push(addon_id);
+        self
+    }
+
+    /// Sets the billing cycle (`monthly`, `annually`, …).
+    pub fn billing_cycle(mut self, cycle: impl Into<String>) -> Self {
+        self.billingcycle = Some(cycle.into());
+        self
+    }
+
+    /// Overrides the price.
+    pub fn price_override(mut self, price: impl Into<String>) -> Self {
+        self.priceoverride = Some(price.into());
+        self
     }
 }
 
@@ -369,8 +415,10 @@ impl NewOrder {
     }
 
     pub(crate) fn form(&self) -> Vec<(String, String)> {
-        let mut f =
-            vec![("clientid".to_owned(), self.clientid.to_string()), ("paymentmethod".to_owned(), self.paymentmethod.clone())];
+        let mut f = vec![
+            ("clientid".to_owned(), self.clientid.to_string()),
+            ("paymentmethod".to_owned(), self.paymentmethod.clone()),
+        ];
         for (i, item) in self.items.iter().enumerate() {
             f.push((format!("pid[{i}]"), item.pid.to_string()));
             if let Some(c) = &item.billingcycle {
@@ -426,7 +474,12 @@ impl PlacedOrder {
         if service_ids.is_empty() {
             service_ids = o.ids("productids")?;
         }
-        Ok(PlacedOrder { orderid: o.id("orderid")?, service_ids, addon_ids: o.ids("addonids")?, invoiceid: o.opt_id("invoiceid")? })
+        Ok(PlacedOrder {
+            orderid: o.id("orderid")?,
+            service_ids,
+            addon_ids: o.ids("addonids")?,
+            invoiceid: o.opt_id("invoiceid")?,
+        })
     }
 }
 

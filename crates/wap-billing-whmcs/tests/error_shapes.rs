@@ -41,7 +41,8 @@ async fn wrong_secret_is_auth_and_permanent() {
 
 #[tokio::test]
 async fn address_outside_the_allow_list_is_ip_refused_unless_the_access_key_is_sent() {
-    let double = prepared().allowed_ips([IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))]).access_key("k3y!@#").start().await.unwrap();
+    let double =
+        prepared().allowed_ips([IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))]).access_key("k3y!@#").start().await.unwrap();
     let (k, e) = kind(client(&double).get_products(None).await);
     assert_eq!(k, ErrorKind::IpRefused, "{e}");
     assert_eq!(e.api_message(), Some("Invalid IP 127.0.0.1"));
@@ -72,7 +73,11 @@ async fn action_outside_the_api_role_is_permission() {
         .start()
         .await
         .unwrap();
-    let c = WhmcsClient::builder().url(double.url()).credentials(Credentials::api_credential("limited", "s")).build().unwrap();
+    let c = WhmcsClient::builder()
+        .url(double.url())
+        .credentials(Credentials::api_credential("limited", "s"))
+        .build()
+        .unwrap();
     let id = c.add_client(&NewClient::from_email("a@example.com")).await.unwrap();
     let (k, e) = kind(c.add_billable_item(&NewBillableItem::new(id, "x", "1.00")).await);
     assert_eq!(k, ErrorKind::Permission, "{e}");
@@ -234,7 +239,13 @@ async fn raw_server(answers: Vec<&'static str>) -> String {
 
 #[tokio::test]
 async fn a_success_without_the_expected_field_is_decode_with_its_path() {
-    let url = raw_server(vec![r#"{"result":"success"}"#, r#"{"result":"success","clientid":"x1"}"#, r#"["not","an","object"]"#, r#"{"no":"result"}"#]).await;
+    let url = raw_server(vec![
+        r#"{"result":"success"}"#,
+        r#"{"result":"success","clientid":"x1"}"#,
+        r#"["not","an","object"]"#,
+        r#"{"no":"result"}"#,
+    ])
+    .await;
     let c = WhmcsClient::builder().url(url).credentials(Credentials::api_credential("i", "s")).build().unwrap();
     let new = NewClient::from_email("x@example.com");
     for expected in ["$.clientid: missing", "$.clientid: expected an id", "$: not a JSON object", "$.result"] {
@@ -313,7 +324,7 @@ async fn secrets_never_show_in_debug_display_errors_or_logs() {
 
     // Every error shape, through both credential modes.
     for c in [&api, &admin] {
-        let id = c.add_client(&NewClient::from_email(&format!("{}@example.com", renderings.len()))).await.unwrap();
+        let id = c.add_client(&NewClient::from_email(format!("{}@example.com", renderings.len()))).await.unwrap();
         let mut errors = vec![
             c.accept_order(12345, false).await.unwrap_err(),
             c.add_client(&NewClient::from_email("")).await.unwrap_err(),
@@ -339,7 +350,10 @@ async fn secrets_never_show_in_debug_display_errors_or_logs() {
     let e = wrong.get_products(None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Auth);
     renderings.push(format!("{e} {e:?} {wrong:?}"));
-    let bad_url = WhmcsClient::builder().url(format!("http://u:{}@h/", SENTINELS[0])).credentials(Credentials::api_credential("i", SENTINELS[0])).build();
+    let bad_url = WhmcsClient::builder()
+        .url(format!("http://u:{}@h/", SENTINELS[0]))
+        .credentials(Credentials::api_credential("i", SENTINELS[0]))
+        .build();
     renderings.push(format!("{:?}", bad_url.unwrap_err()));
     renderings.push(format!("{double:?}"));
 

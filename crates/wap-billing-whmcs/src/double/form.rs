@@ -38,7 +38,9 @@ impl Form {
             } else if rest == "[]" {
                 out.push((next, v.as_str()));
                 next += 1;
-            } else if let Some(n) = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse::<usize>().ok()) {
+            } else if let Some(n) =
+                rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse::<usize>().ok())
+            {
                 out.push((n, v.as_str()));
                 next = next.max(n + 1);
             }

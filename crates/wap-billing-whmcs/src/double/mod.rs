@@ -105,14 +105,27 @@ impl WhmcsDoubleBuilder {
 
     /// Accepts an API credential allowed every action (WHMCS 7.2+ profiles).
     pub fn api_credential(mut self, identifier: &str, secret: &str) -> Self {
-        self.settings.api_credentials.push(ApiCredential { identifier: identifier.into(), secret: secret.into(), role: None });
+        self.settings.api_credentials.push(ApiCredential {
+            identifier: identifier.into(),
+            secret: secret.into(),
+            role: None,
+        });
         self
     }
 
     /// Accepts an API credential whose API role allows only `actions` (any case).
-    pub fn api_credential_with_role<'a>(mut self, identifier: &str, secret: &str, actions: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn api_credential_with_role<'a>(
+        mut self,
+        identifier: &str,
+        secret: &str,
+        actions: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let role = actions.into_iter().map(str::to_ascii_lowercase).collect();
-        self.settings.api_credentials.push(ApiCredential { identifier: identifier.into(), secret: secret.into(), role: Some(role) });
+        self.settings.api_credentials.push(ApiCredential {
+            identifier: identifier.into(),
+            secret: secret.into(),
+            role: Some(role),
+        });
         self
     }
 
@@ -189,7 +202,12 @@ impl WhmcsDoubleBuilder {
     pub async fn start(self) -> std::io::Result<WhmcsDouble> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Mutex::new(Shared { settings: self.settings, state: self.state, faults: Vec::new(), calls: Vec::new() }));
+        let shared = Arc::new(Mutex::new(Shared {
+            settings: self.settings,
+            state: self.state,
+            faults: Vec::new(),
+            calls: Vec::new(),
+        }));
         let (shutdown, watcher) = watch::channel(false);
         tokio::spawn(accept_loop(listener, shared.clone(), watcher));
         Ok(WhmcsDouble { addr, shared, shutdown })
@@ -431,7 +449,9 @@ fn respond(shared: &mut Shared, peer: IpAddr, form: &Form) -> Outcome {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Outcome::Answer(plain(status, "Internal Server Error"));
         }
-        Some(FaultKind::HtmlErrorPage) => return Outcome::Answer(html(StatusCode::INTERNAL_SERVER_ERROR, "Oops! Something went wrong.")),
+        Some(FaultKind::HtmlErrorPage) => {
+            return Outcome::Answer(html(StatusCode::INTERNAL_SERVER_ERROR, "Oops! Something went wrong."))
+        }
         Some(FaultKind::HtmlOkPage) => return Outcome::Answer(html(StatusCode::OK, "Down for maintenance")),
         _ => {}
     }
@@ -472,7 +492,8 @@ fn respond(shared: &mut Shared, peer: IpAddr, form: &Form) -> Outcome {
         .has_api_credentials()
         .then(|| s.api_credentials.iter().find(|c| eq(&c.identifier, ident) & eq(c.secret.expose(), secret)))
         .flatten();
-    let admin = s.admins.iter().any(|a| eq(&a.username, user) & eq(a.password_md5.expose(), &pass.to_ascii_lowercase()));
+    let admin =
+        s.admins.iter().any(|a| eq(&a.username, user) & eq(a.password_md5.expose(), &pass.to_ascii_lowercase()));
     if credential.is_none() && !admin {
         return error(auth_status, "Authentication Failed".into());
     }
@@ -490,7 +511,9 @@ fn respond(shared: &mut Shared, peer: IpAddr, form: &Form) -> Outcome {
         Some(Err(message)) => error(StatusCode::OK, message),
     };
     match fault {
-        Some(FaultKind::ErrorPageAfterCommit) => Outcome::Answer(html(StatusCode::INTERNAL_SERVER_ERROR, "Oops! Something went wrong.")),
+        Some(FaultKind::ErrorPageAfterCommit) => {
+            Outcome::Answer(html(StatusCode::INTERNAL_SERVER_ERROR, "Oops! Something went wrong."))
+        }
         Some(FaultKind::TimeoutAfterCommit) => Outcome::Hang,
         Some(FaultKind::DropAfterCommit) => Outcome::Drop,
         _ => outcome,
@@ -511,7 +534,8 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 }
 
 fn html(status: StatusCode, title: &str) -> Response<Full<Bytes>> {
-    let body = format!("<!DOCTYPE html>\n<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n");
+    let body =
+        format!("<!DOCTYPE html>\n<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n");
     response(status, "text/html; charset=utf-8", body)
 }
 
@@ -523,4 +547,3 @@ fn response(status: StatusCode, content_type: &str, body: String) -> Response<Fu
     }
     r
 }
-

@@ -68,7 +68,9 @@ pub(crate) fn to_xml(m: &Map<String, Value>) -> String {
                 out.push_str(&format!("</{key}>"));
             }
             Value::Null => out.push_str(&format!("<{key}></{key}>")),
-            Value::String(s) => out.push_str(&format!("<{key}><![CDATA[{}]]></{key}>", s.replace("]]>", "]]]]><![CDATA[>"))),
+            Value::String(s) => {
+                out.push_str(&format!("<{key}><![CDATA[{}]]></{key}>", s.replace("]]>", "]]]]><![CDATA[>")))
+            }
             other => out.push_str(&format!("<{key}>{other}</{key}>")),
         }
     }

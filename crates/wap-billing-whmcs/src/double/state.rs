@@ -188,7 +188,14 @@ impl DoubleState {
     }
 
     /// Runs one action (already authenticated). `Err` is the message of an error envelope.
-    pub(crate) fn dispatch(&mut self, action: &str, f: &Form, p: &Profile, dup: DuplicateEmail, r: &Render) -> Option<Answer> {
+    pub(crate) fn dispatch(
+        &mut self,
+        action: &str,
+        f: &Form,
+        p: &Profile,
+        dup: DuplicateEmail,
+        r: &Render,
+    ) -> Option<Answer> {
         let v = &p.version;
         Some(match action {
             "getclients" => self.get_clients(f, r),
@@ -210,7 +217,10 @@ impl DoubleState {
             "addbillableitem" => self.add_billable_item(f, r),
             "whmcsdetails" if v.at_least(8, 0) => {
                 let mut m = ok();
-                m.insert("whmcs".into(), json!({"version": v.to_string(), "canonicalversion": format!("{v}-release.1")}));
+                m.insert(
+                    "whmcs".into(),
+                    json!({"version": v.to_string(), "canonicalversion": format!("{v}-release.1")}),
+                );
                 Ok(m)
             }
             "getconfigurationvalue" if v.at_least(7, 0) => match f.get("setting").unwrap_or_default() {
@@ -248,7 +258,9 @@ impl DoubleState {
     fn get_clients_details(&self, f: &Form, r: &Render) -> Answer {
         let client = match (f.id("clientid"), f.get("email")) {
             (Some(id), _) => self.clients.get(&id),
-            (None, Some(email)) if !email.is_empty() => self.clients.values().find(|c| c.email.eq_ignore_ascii_case(email)),
+            (None, Some(email)) if !email.is_empty() => {
+                self.clients.values().find(|c| c.email.eq_ignore_ascii_case(email))
+            }
             _ => return Err("Either clientid Or email Is Required".into()),
         };
         let c = client.ok_or("Client Not Found")?;
@@ -267,7 +279,9 @@ impl DoubleState {
     fn add_client(&mut self, f: &Form, dup: DuplicateEmail, r: &Render) -> Answer {
         let email = f.get("email").unwrap_or_default().trim().to_owned();
         let skip = f.flag("skipvalidation");
-        for (field, message) in [("firstname", "You did not enter your first name"), ("lastname", "You did not enter your last name")] {
+        for (field, message) in
+            [("firstname", "You did not enter your first name"), ("lastname", "You did not enter your last name")]
+        {
             if !skip && f.get(field).unwrap_or_default().trim().is_empty() {
                 return Err(message.into());
             }
@@ -301,7 +315,14 @@ impl DoubleState {
         let text = |k: &str| f.get(k).unwrap_or_default().to_owned();
         self.clients.insert(
             id,
-            DoubleClient { id, firstname: text("firstname"), lastname: text("lastname"), companyname: text("companyname"), email, status: "Active".into() },
+            DoubleClient {
+                id,
+                firstname: text("firstname"),
+                lastname: text("lastname"),
+                companyname: text("companyname"),
+                email,
+                status: "Active".into(),
+            },
         );
         let mut m = ok();
         m.insert("clientid".into(), r.n(id));
@@ -309,7 +330,8 @@ impl DoubleState {
     }
 
     fn get_products(&self, f: &Form, r: &Render) -> Answer {
-        let pids: Vec<u64> = f.get("pid").unwrap_or_default().split(',').filter_map(|p| p.trim().parse().ok()).collect();
+        let pids: Vec<u64> =
+            f.get("pid").unwrap_or_default().split(',').filter_map(|p| p.trim().parse().ok()).collect();
         let gid = f.id("gid");
         let items = self
             .products
@@ -364,11 +386,14 @@ impl DoubleState {
                 .unwrap_or_default()
                 .split(',')
                 .filter(|a| !a.trim().is_empty())
-                .map(|a| a.trim().parse().ok().filter(|id| self.addon_definitions.contains_key(id)).ok_or("Addon ID invalid"))
+                .map(|a| {
+                    a.trim().parse().ok().filter(|id| self.addon_definitions.contains_key(id)).ok_or("Addon ID invalid")
+                })
                 .collect::<Result<_, _>>()?;
             let mut fields = BTreeMap::new();
             if let Some(encoded) = f.at("customfields", *i).filter(|c| !c.is_empty()) {
-                let decoded = decode_custom_fields(encoded).ok_or("Invalid customfields: expected base64 of a serialized array")?;
+                let decoded = decode_custom_fields(encoded)
+                    .ok_or("Invalid customfields: expected base64 of a serialized array")?;
                 for (key, value) in decoded {
                     let id = match key {
                         PhpKey::Int(n) => u64::try_from(n).ok(),
@@ -404,10 +429,30 @@ impl DoubleState {
             return Err("No items added to cart so order cannot proceed".into());
         }
         let orderid = self.next();
-        let mut order = DoubleOrder { id: orderid, userid: clientid, status: "Pending".into(), paymentmethod: method.to_owned(), service_ids: vec![], addon_ids: vec![] };
+        let mut order = DoubleOrder {
+            id: orderid,
+            userid: clientid,
+            status: "Pending".into(),
+            paymentmethod: method.to_owned(),
+            service_ids: vec![],
+            addon_ids: vec![],
+        };
         for (pid, addons, customfields, billingcycle, domain) in lines {
             let id = self.next();
-            self.services.insert(id, DoubleService { id, clientid, orderid, pid, domain, status: "Pending".into(), billingcycle, customfields, suspendreason: String::new() });
+            self.services.insert(
+                id,
+                DoubleService {
+                    id,
+                    clientid,
+                    orderid,
+                    pid,
+                    domain,
+                    status: "Pending".into(),
+                    billingcycle,
+                    customfields,
+                    suspendreason: String::new(),
+                },
+            );
             order.service_ids.push(id);
             for addonid in addons {
                 order.addon_ids.push(self.new_service_addon(clientid, orderid, id, addonid));
@@ -433,13 +478,18 @@ impl DoubleState {
 
     fn new_service_addon(&mut self, userid: u64, orderid: u64, serviceid: u64, addonid: u64) -> u64 {
         let id = self.next();
-        self.service_addons.insert(id, DoubleServiceAddon { id, userid, orderid, serviceid, addonid, status: "Pending".into() });
+        self.service_addons
+            .insert(id, DoubleServiceAddon { id, userid, orderid, serviceid, addonid, status: "Pending".into() });
         id
     }
 
     fn set_order_status(&mut self, f: &Form, order_status: &str, item_status: &str) -> Answer {
         let id = f.id("orderid").unwrap_or(0);
-        let order = self.orders.get_mut(&id).filter(|o| o.status == "Pending").ok_or("Order ID not found or Status not Pending")?;
+        let order = self
+            .orders
+            .get_mut(&id)
+            .filter(|o| o.status == "Pending")
+            .ok_or("Order ID not found or Status not Pending")?;
         order.status = order_status.into();
         let (services, addons) = (order.service_ids.clone(), order.addon_ids.clone());
         for s in services {
@@ -537,9 +587,12 @@ impl DoubleState {
             s.domain = d.to_owned();
         }
         if let Some(encoded) = f.get("customfields").filter(|c| !c.is_empty()) {
-            let decoded = decode_custom_fields(encoded).ok_or("Invalid customfields: expected base64 of a serialized array")?;
+            let decoded =
+                decode_custom_fields(encoded).ok_or("Invalid customfields: expected base64 of a serialized array")?;
             for (key, value) in decoded {
-                if let Some(fid) = key.as_text().parse::<u64>().ok().filter(|fid| fields.get(fid).is_some_and(|cf| cf.pid == s.pid)) {
+                if let Some(fid) =
+                    key.as_text().parse::<u64>().ok().filter(|fid| fields.get(fid).is_some_and(|cf| cf.pid == s.pid))
+                {
                     s.customfields.insert(fid, value);
                 }
             }
@@ -564,7 +617,8 @@ impl DoubleState {
     }
 
     fn get_clients_addons(&self, f: &Form, r: &Render) -> Answer {
-        let services: Vec<u64> = f.get("serviceid").unwrap_or_default().split(',').filter_map(|s| s.trim().parse().ok()).collect();
+        let services: Vec<u64> =
+            f.get("serviceid").unwrap_or_default().split(',').filter_map(|s| s.trim().parse().ok()).collect();
         let (clientid, addonid) = (f.id("clientid"), f.id("addonid"));
         let items: Vec<Value> = self
             .service_addons
@@ -611,7 +665,9 @@ impl DoubleState {
         if action == "duedate" && duedate.is_empty() {
             return Err("Due date is required".into());
         }
-        if action == "recur" && [f.get("recur"), f.get("recurcycle"), f.get("recurfor")].iter().any(|v| v.unwrap_or_default().is_empty()) {
+        if action == "recur"
+            && [f.get("recur"), f.get("recurcycle"), f.get("recurfor")].iter().any(|v| v.unwrap_or_default().is_empty())
+        {
             return Err("Recurring must have a unit, cycle and limit".into());
         }
         let id = self.next();
