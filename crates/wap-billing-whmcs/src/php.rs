@@ -26,6 +26,7 @@ impl PhpKey {
     }
 
     /// The key as text (an int key in decimal).
+    #[cfg_attr(not(feature = "double"), allow(dead_code))]
     pub(crate) fn as_text(&self) -> String {
         match self {
             PhpKey::Int(n) => n.to_string(),
