@@ -215,18 +215,21 @@ impl WhmcsClient {
 
     async fn call_form(&self, action: &str, params: &[(String, String)]) -> Result<Map<String, Value>, Error> {
         let i = &self.inner;
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("action", action).append_pair("responsetype", "json");
-        for (k, v) in i.credentials.form_fields() {
-            form.append_pair(k, v);
-        }
-        if let Some(key) = &i.access_key {
-            form.append_pair("accesskey", key.expose());
-        }
-        for (k, v) in params {
-            form.append_pair(k, v);
-        }
-        let body = form.finish();
+        // The serializer is not `Send`: it must not live across an await.
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("action", action).append_pair("responsetype", "json");
+            for (k, v) in i.credentials.form_fields() {
+                form.append_pair(k, v);
+            }
+            if let Some(key) = &i.access_key {
+                form.append_pair("accesskey", key.expose());
+            }
+            for (k, v) in params {
+                form.append_pair(k, v);
+            }
+            form.finish()
+        };
         let request = http::Request::post(i.endpoint.as_str())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(USER_AGENT, i.user_agent.clone())
@@ -376,15 +379,17 @@ impl WhmcsClient {
         self.list_paged("GetClientsProducts", params, "products", "product", Service::read).await
     }
 
-    /// The services of `client_id` carrying WAP subscription `subscription_id` where `key` says it is stored,
-    /// oldest first (more than one means an earlier attempt created a duplicate).
+    /// The services carrying WAP subscription `subscription_id` where `key` says it is stored, oldest first (more
+    /// than one means an earlier attempt created a duplicate). With `client_id`, only that client's services are
+    /// searched; without, every client's (one filtered call for [`SubscriptionKey::Domain`], but **all services**
+    /// listed for [`SubscriptionKey::CustomField`]: pass the client where it is known).
     pub async fn find_services_by_wap_subscription(
         &self,
-        client_id: u64,
+        client_id: Option<u64>,
         key: SubscriptionKey,
         subscription_id: &str,
     ) -> Result<Vec<Service>, Error> {
-        let mut filter = ServiceFilter { client_id: Some(client_id), ..ServiceFilter::default() };
+        let mut filter = ServiceFilter { client_id, ..ServiceFilter::default() };
         if key == SubscriptionKey::Domain {
             filter.domain = Some(subscription_id.to_owned());
         }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod billing;
 mod client;
 mod credentials;
 #[cfg(feature = "double")]
@@ -11,6 +12,7 @@ mod types;
 mod version;
 mod wire;
 
+pub use billing::{WhmcsBilling, WhmcsBillingConfig};
 pub use client::{ServiceFilter, SubscriptionKey, WhmcsClient, WhmcsClientBuilder};
 pub use credentials::Credentials;
 pub use error::{classify_message, Error, ErrorKind, TransportFailure};

@@ -112,9 +112,13 @@ async fn a_service_is_found_again_by_the_wap_subscription_id_in_domain_or_custom
     c.add_order(&NewOrder::new(id, "mailin").item(OrderItem::product(1).domain("other-sub"))).await.unwrap();
 
     for key in [SubscriptionKey::Domain, SubscriptionKey::CustomField(9)] {
-        let found = c.find_services_by_wap_subscription(id, key, sub).await.unwrap();
+        let found = c.find_services_by_wap_subscription(Some(id), key, sub).await.unwrap();
         assert_eq!(found.iter().map(|s| s.id).collect::<Vec<_>>(), placed.service_ids, "{key:?}");
-        assert!(c.find_services_by_wap_subscription(id, key, "absent").await.unwrap().is_empty());
+        assert!(c.find_services_by_wap_subscription(Some(id), key, "absent").await.unwrap().is_empty());
+    }
+    // Without the client, every client's services are searched: the other client has the same id.
+    for key in [SubscriptionKey::Domain, SubscriptionKey::CustomField(9)] {
+        assert_eq!(c.find_services_by_wap_subscription(None, key, sub).await.unwrap().len(), 2, "{key:?}");
     }
     let service = &double.services()[0];
     assert_eq!(service.customfields.len(), 1, "values of undefined fields are dropped: {service:?}");
