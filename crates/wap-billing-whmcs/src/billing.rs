@@ -126,7 +126,13 @@ impl WhmcsBilling {
     }
 
     /// Records a catalogue entry's mapping in the identity map, or notes it as not propagated.
-    async fn catalogue(&self, ctx: &EventContext<'_>, kind: IdentityKind, label: &'static str, wap_id: &str) -> Result<(), HandlerError> {
+    async fn catalogue(
+        &self,
+        ctx: &EventContext<'_>,
+        kind: IdentityKind,
+        label: &'static str,
+        wap_id: &str,
+    ) -> Result<(), HandlerError> {
         let mut seen = self.not_propagated.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match self.mapped(ctx.identity.as_ref(), kind, wap_id).await? {
             Some(id) => {
@@ -166,7 +172,11 @@ impl WhmcsBilling {
     }
 
     /// The live service of a subscription (the oldest, when an earlier bug made several).
-    async fn find_service(&self, client_id: Option<u64>, subscription_id: &str) -> Result<Option<Service>, HandlerError> {
+    async fn find_service(
+        &self,
+        client_id: Option<u64>,
+        subscription_id: &str,
+    ) -> Result<Option<Service>, HandlerError> {
         let found = self
             .client
             .find_services_by_wap_subscription(client_id, self.config.subscription_key, subscription_id)
@@ -191,7 +201,8 @@ impl WhmcsBilling {
     async fn ensure_service(&self, ctx: &EventContext<'_>, s: &AdminSubscription) -> Result<Service, HandlerError> {
         let id = &s.subscription_id;
         let email = s.account_admin_live_email_id.as_deref().filter(|e| !e.trim().is_empty());
-        let email = email.ok_or_else(|| HandlerError::failed(format!("subscription {id} has no AccountAdminLiveEmailId")))?;
+        let email =
+            email.ok_or_else(|| HandlerError::failed(format!("subscription {id} has no AccountAdminLiveEmailId")))?;
         let client_id = self.ensure_client(email).await?;
         if let Some(service) = self.find_service(Some(client_id), id).await? {
             if service.status == "Pending" {
@@ -200,10 +211,9 @@ impl WhmcsBilling {
             return Ok(service);
         }
         let plan = s.plan_id.as_deref().unwrap_or_default();
-        let pid = self
-            .mapped(ctx.identity.as_ref(), IdentityKind::Plan, plan)
-            .await?
-            .ok_or_else(|| HandlerError::dependency_not_ready(format!("WAP plan {plan:?} is not mapped to a WHMCS product")))?;
+        let pid = self.mapped(ctx.identity.as_ref(), IdentityKind::Plan, plan).await?.ok_or_else(|| {
+            HandlerError::dependency_not_ready(format!("WAP plan {plan:?} is not mapped to a WHMCS product"))
+        })?;
         let mut item = OrderItem::product(pid);
         item = match self.config.subscription_key {
             SubscriptionKey::Domain => item.domain(id.as_str()),
@@ -284,7 +294,11 @@ impl EventHandler for WhmcsBilling {
         }
     }
 
-    async fn subscription(&self, ctx: &EventContext<'_>, change: EntityChange<'_, AdminSubscription>) -> Result<(), HandlerError> {
+    async fn subscription(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, AdminSubscription>,
+    ) -> Result<(), HandlerError> {
         match change {
             EntityChange::Created(s) | EntityChange::Updated(s) => {
                 let service = self.ensure_service(ctx, s).await?;
@@ -295,7 +309,10 @@ impl EventHandler for WhmcsBilling {
                     return Ok(());
                 }
                 let service = self.existing_service(s).await?.ok_or_else(|| {
-                    HandlerError::dependency_not_ready(format!("subscription {} is not in WHMCS yet", s.subscription_id))
+                    HandlerError::dependency_not_ready(format!(
+                        "subscription {} is not in WHMCS yet",
+                        s.subscription_id
+                    ))
                 })?;
                 self.apply_state(&service, s.state).await
             }
@@ -308,20 +325,31 @@ impl EventHandler for WhmcsBilling {
         }
     }
 
-    async fn subscription_addon(&self, ctx: &EventContext<'_>, change: EntityChange<'_, PlanAddonReference>) -> Result<(), HandlerError> {
+    async fn subscription_addon(
+        &self,
+        ctx: &EventContext<'_>,
+        change: EntityChange<'_, PlanAddonReference>,
+    ) -> Result<(), HandlerError> {
         let reference = change.entity();
-        let subscription = ctx
-            .entity_parent_id
-            .ok_or_else(|| HandlerError::failed("subscription add-on event without EntityParentId (the subscription)"))?;
-        let Some(service) = self.find_service(None, subscription).await.map(|s| s.filter(|s| !is_gone(&s.status)))? else {
+        let subscription = ctx.entity_parent_id.ok_or_else(|| {
+            HandlerError::failed("subscription add-on event without EntityParentId (the subscription)")
+        })?;
+        let Some(service) = self.find_service(None, subscription).await.map(|s| s.filter(|s| !is_gone(&s.status)))?
+        else {
             return match change {
                 EntityChange::Deleted(_) => Ok(()),
-                _ => Err(HandlerError::dependency_not_ready(format!("subscription {subscription} is not in WHMCS yet"))),
+                _ => {
+                    Err(HandlerError::dependency_not_ready(format!("subscription {subscription} is not in WHMCS yet")))
+                }
             };
         };
-        let addon_id = self.mapped(ctx.identity.as_ref(), IdentityKind::AddOn, &reference.add_on_id).await?.ok_or_else(|| {
-            HandlerError::dependency_not_ready(format!("WAP add-on {:?} is not mapped to a WHMCS product add-on", reference.add_on_id))
-        })?;
+        let addon_id =
+            self.mapped(ctx.identity.as_ref(), IdentityKind::AddOn, &reference.add_on_id).await?.ok_or_else(|| {
+                HandlerError::dependency_not_ready(format!(
+                    "WAP add-on {:?} is not mapped to a WHMCS product add-on",
+                    reference.add_on_id
+                ))
+            })?;
         let existing = self.client.get_service_addons(service.id).await.map_err(|e| failed("GetClientsAddons", e))?;
         let live = existing.into_iter().find(|a| a.addonid == addon_id && !is_gone(&a.status));
         match (change, live) {
@@ -332,7 +360,8 @@ impl EventHandler for WhmcsBilling {
             (_, Some(a)) if a.status == "Pending" => self.accept_pending(a.orderid).await,
             (_, Some(_)) => Ok(()),
             (_, None) => {
-                let order = NewOrder::new(service.clientid, self.config.payment_method.as_str()).addon_for_service(addon_id, service.id);
+                let order = NewOrder::new(service.clientid, self.config.payment_method.as_str())
+                    .addon_for_service(addon_id, service.id);
                 let placed = self.client.add_order(&order).await.map_err(|e| failed("AddOrder", e))?;
                 self.accept_pending(placed.orderid).await
             }
