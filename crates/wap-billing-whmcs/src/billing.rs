@@ -318,6 +318,15 @@ impl EventHandler for WhmcsBilling {
             }
             EntityChange::Deleted(s) => match self.existing_service(s).await? {
                 Some(service) if !is_gone(&service.status) => {
+                    // Add-ons first: a crash in between leaves the service live, and the retry finishes both.
+                    let addons =
+                        self.client.get_service_addons(service.id).await.map_err(|e| failed("GetClientsAddons", e))?;
+                    for a in addons.into_iter().filter(|a| !is_gone(&a.status)) {
+                        self.client
+                            .set_addon_status(a.id, "Terminated")
+                            .await
+                            .map_err(|e| failed("UpdateClientAddon", e))?;
+                    }
                     self.client.module_terminate(service.id).await.map_err(|e| failed("ModuleTerminate", e))
                 }
                 _ => Ok(()),

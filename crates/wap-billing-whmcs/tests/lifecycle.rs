@@ -125,6 +125,11 @@ async fn purchase_addon_suspend_resume_delete_with_faults_after_commit() {
     assert!(sim.remove_subscription_addon(SUB, &addon).await.is_approved());
     sync(&adapter).await;
     assert_eq!(double.service_addons()[0].status, "Cancelled");
+    // Bought again: a new service add-on (the cancelled one stays as it is).
+    assert!(sim.add_subscription_addon(SUB, &addon).await.is_approved());
+    sync(&adapter).await;
+    let addons = double.service_addons();
+    assert_eq!(addons.iter().map(|a| a.status.as_str()).collect::<Vec<_>>(), ["Cancelled", "Active"]);
 
     assert!(sim.delete_subscription(SUB).await.is_approved());
     sync(&adapter).await;
@@ -132,8 +137,13 @@ async fn purchase_addon_suspend_resume_delete_with_faults_after_commit() {
     assert_eq!(services.len(), 1);
     assert_eq!(services[0].status, "Terminated");
     assert_eq!(double.clients().len(), 1);
-    assert_eq!(double.service_addons().len(), 1);
-    assert_eq!(double.orders().len(), 2);
+    let addons = double.service_addons();
+    assert_eq!(
+        addons.iter().map(|a| a.status.as_str()).collect::<Vec<_>>(),
+        ["Cancelled", "Terminated"],
+        "a deleted subscription's add-ons end too"
+    );
+    assert_eq!(double.orders().len(), 3);
     adapter.shutdown().await;
 }
 
