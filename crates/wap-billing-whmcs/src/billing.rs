@@ -343,14 +343,21 @@ impl EventHandler for WhmcsBilling {
         let subscription = ctx.entity_parent_id.ok_or_else(|| {
             HandlerError::failed("subscription add-on event without EntityParentId (the subscription)")
         })?;
-        let Some(service) = self.find_service(None, subscription).await.map(|s| s.filter(|s| !is_gone(&s.status)))?
-        else {
-            return match change {
-                EntityChange::Deleted(_) => Ok(()),
-                _ => {
-                    Err(HandlerError::dependency_not_ready(format!("subscription {subscription} is not in WHMCS yet")))
-                }
-            };
+        let service = match self.find_service(None, subscription).await? {
+            Some(s) if !is_gone(&s.status) => s,
+            // The subscription was deleted meanwhile (its feed is drained before this one): nothing left to bill.
+            Some(s) => {
+                tracing::info!(subscription, service = s.id, "add-on event for a terminated service; nothing to do");
+                return Ok(());
+            }
+            None => {
+                return match change {
+                    EntityChange::Deleted(_) => Ok(()),
+                    _ => Err(HandlerError::dependency_not_ready(format!(
+                        "subscription {subscription} is not in WHMCS yet"
+                    ))),
+                };
+            }
         };
         let addon_id =
             self.mapped(ctx.identity.as_ref(), IdentityKind::AddOn, &reference.add_on_id).await?.ok_or_else(|| {
