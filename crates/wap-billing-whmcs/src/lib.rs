@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+
+mod billing;
+mod client;
+mod credentials;
+#[cfg(feature = "double")]
+pub mod double;
+mod error;
+mod md5;
+mod php;
+mod types;
+mod version;
+mod wire;
+
+pub use billing::{WhmcsBilling, WhmcsBillingConfig};
+pub use client::{ServiceFilter, SubscriptionKey, WhmcsClient, WhmcsClientBuilder};
+pub use credentials::Credentials;
+pub use error::{classify_message, Error, ErrorKind, TransportFailure};
+pub use php::encode_custom_fields;
+pub use types::{
+    Client, CustomFieldValue, InvoiceAction, NewBillableItem, NewClient, NewOrder, Order, OrderItem, OrderLine,
+    PlacedOrder, Product, Service, ServiceAddon,
+};
+pub use version::{
+    check_version, detect_version, InvalidVersion, VersionCheck, VersionMismatch, VersionSource, WhmcsVersion,
+};
+pub use wap_types::Secret;
