@@ -106,7 +106,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let ledger = Arc::new(SqliteLedger::open(dir.path().join("ledger.db")).await?);
     let wap_caller = BasicCredentials::new("wapcaller", "quickstart-secret"); // BillingAdapterUsername / Password
     let responder = Responder::with_pricing(
-        ledger.approver(), // approval-and-pricing.md §3.3 rules on the ledger's data
+        ledger.approver(), // docs/protocol/approval-and-pricing.md §3.3 rules on the ledger's data
         Arc::clone(&ledger),
         ResponderConfig::basic(wap_caller.clone()).base_path("/wap/"),
     );

@@ -54,6 +54,12 @@ enum Command {
     Resume {
         /// `notification` or `usage`.
         processor: String,
+        /// The halted event (as `status` shows it); refused if the processor is halted on another one.
+        #[arg(long)]
+        event: Option<i64>,
+        /// The halted event's feed (needed for the notification processor).
+        #[arg(long)]
+        feed: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -61,6 +67,13 @@ enum Command {
     Skip {
         /// `notification` or `usage`.
         processor: String,
+        /// The halted event (as `status` shows it; for a usage range, its first id); refused if the processor is
+        /// halted on another one.
+        #[arg(long)]
+        event: i64,
+        /// The halted event's feed (needed for the notification processor).
+        #[arg(long)]
+        feed: Option<String>,
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: String,
@@ -227,10 +240,11 @@ async fn operate(command: Command) -> Result<(), ops::OpsError> {
             print_value(common.json, &status, ops::status_text);
             Ok(())
         }
-        Command::Resume { processor, common } => {
+        Command::Resume { processor, event, feed, common } => {
             let settings = state_settings(&common.config)?;
+            let target = event.map(|e| ops::target(&processor, e, feed.as_deref())).transpose()?;
             let store = ops::open_store(&settings).await?;
-            let done = ops::resume(&store, &processor, &ops::actor(common.actor.as_deref())).await?;
+            let done = ops::resume(&store, &processor, target, &ops::actor(common.actor.as_deref())).await?;
             print_value(common.json, &done, |v| {
                 format!(
                     "resumed {} at {} event {}\n",
@@ -241,10 +255,11 @@ async fn operate(command: Command) -> Result<(), ops::OpsError> {
             });
             Ok(())
         }
-        Command::Skip { processor, reason, common } => {
+        Command::Skip { processor, event, feed, reason, common } => {
             let settings = state_settings(&common.config)?;
+            let target = ops::target(&processor, event, feed.as_deref())?;
             let store = ops::open_store(&settings).await?;
-            let done = ops::skip(&store, &processor, &ops::actor(common.actor.as_deref()), &reason).await?;
+            let done = ops::skip(&store, &processor, target, &ops::actor(common.actor.as_deref()), &reason).await?;
             print_value(common.json, &done, |v| {
                 format!(
                     "skipped {} event {}..={} ({})\n",

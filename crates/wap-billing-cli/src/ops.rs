@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use wap_billing_engine::store::{self, IdentityKind, ProcessorKind, StateStore, StoreError};
+use wap_billing_engine::store::{self, HaltTarget, IdentityKind, ProcessorKind, StateStore, StoreError};
 use wap_billing_engine::Operator;
 use wap_types::FeedKind;
 
@@ -161,7 +161,7 @@ pub fn status_text(status: &Value) -> String {
         if !h.is_null() {
             let _ = write!(
                 out,
-                "\n{} processor HALTED at {} event {}{} after {} attempt(s) ({}): {}\n  since {}\n  resolve: wap-billing resume {} | wap-billing skip {} --reason \"...\"\n",
+                "\n{} processor HALTED at {} event {}{} after {} attempt(s) ({}): {}\n  since {}\n  resolve: wap-billing resume {} --event {} | wap-billing skip {} --event {} --reason \"...\"\n",
                 p["processor"].as_str().unwrap_or("?"),
                 h["feed"].as_str().unwrap_or("?"),
                 h["event_id"],
@@ -171,11 +171,22 @@ pub fn status_text(status: &Value) -> String {
                 h["error"].as_str().unwrap_or(""),
                 h["halted_at"].as_str().unwrap_or("?"),
                 p["processor"].as_str().unwrap_or("?"),
+                target_args(p, h),
                 p["processor"].as_str().unwrap_or("?"),
+                target_args(p, h),
             );
         }
     }
     out
+}
+
+/// `ID` or `ID --feed FEED` (the notification processor's events need their feed).
+fn target_args(p: &Value, h: &Value) -> String {
+    if p["processor"] == "usage" {
+        h["event_id"].to_string()
+    } else {
+        format!("{} --feed {}", h["event_id"], h["feed"].as_str().unwrap_or("?"))
+    }
 }
 
 fn processor(name: &str) -> Result<ProcessorKind, OpsError> {
@@ -187,18 +198,51 @@ fn halt_json(h: &store::HaltStatus) -> Value {
     json!({"processor": h.processor.name(), "feed": h.feed.to_string(), "event_id": h.event_id, "last_event_id": h.last_event_id, "reason": h.reason.name()})
 }
 
-/// `resume PROCESSOR`: the halted event is tried again.
-pub async fn resume(store: &Arc<dyn StateStore>, name: &str, actor: &str) -> Result<Value, OpsError> {
-    let halt = Operator::new(Arc::clone(store)).resume(processor(name)?, actor).await?;
+/// The event an operator names: `--event ID` and, for the notification processor, `--feed NAME` (the usage
+/// processor has one feed).
+pub fn target(processor_name: &str, event: i64, feed: Option<&str>) -> Result<HaltTarget, OpsError> {
+    let p = processor(processor_name)?;
+    let feed = match (feed, p) {
+        (Some(f), _) => self::feed(f)?,
+        (None, ProcessorKind::Usage) => FeedKind::Usage,
+        (None, _) => {
+            return Err(OpsError::Usage(
+                "the notification processor has several feeds: name the halted event's feed with --feed".into(),
+            ))
+        }
+    };
+    Ok(HaltTarget { feed, event_id: event })
+}
+
+/// `resume PROCESSOR [--event ID]`: the halted event is tried again; with an event named, only if it is the one
+/// halted (a stale view or a repeated command changes nothing).
+pub async fn resume(
+    store: &Arc<dyn StateStore>,
+    name: &str,
+    event: Option<HaltTarget>,
+    actor: &str,
+) -> Result<Value, OpsError> {
+    let operator = Operator::new(Arc::clone(store));
+    let halt = match event {
+        Some(t) => operator.resume_event(processor(name)?, t, actor).await?,
+        None => operator.resume(processor(name)?, actor).await?,
+    };
     Ok(json!({"resumed": halt_json(&halt), "actor": actor}))
 }
 
-/// `skip PROCESSOR --reason R`: the halted event (or usage range) is recorded as skipped and never billed.
-pub async fn skip(store: &Arc<dyn StateStore>, name: &str, actor: &str, reason: &str) -> Result<Value, OpsError> {
+/// `skip PROCESSOR --event ID --reason R`: the halted event (or usage range) is recorded as skipped and never
+/// billed — only if it is the one named.
+pub async fn skip(
+    store: &Arc<dyn StateStore>,
+    name: &str,
+    event: HaltTarget,
+    actor: &str,
+    reason: &str,
+) -> Result<Value, OpsError> {
     if reason.trim().is_empty() {
         return Err(OpsError::Usage("skip needs --reason: it is kept in the audit log".into()));
     }
-    let halt = Operator::new(Arc::clone(store)).skip(processor(name)?, actor, reason.trim()).await?;
+    let halt = Operator::new(Arc::clone(store)).skip_event(processor(name)?, event, actor, reason.trim()).await?;
     Ok(json!({"skipped": halt_json(&halt), "actor": actor, "reason": reason.trim()}))
 }
 

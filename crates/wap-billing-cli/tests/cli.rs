@@ -254,10 +254,21 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
     assert!(table.contains("usage processor HALTED at usage event"), "{table}");
 
     // skip needs a reason, then moves past it (audited).
-    let out = bin().args(["skip", "usage", "--reason", "", "--config"]).arg(&f.config).output().unwrap();
+    let bad_s = bad.to_string();
+    let out =
+        bin().args(["skip", "usage", "--event", &bad_s, "--reason", "", "--config"]).arg(&f.config).output().unwrap();
     assert!(!out.status.success());
+    assert!(table.contains(&format!("skip usage --event {bad}")), "status shows the command to run: {table}");
+    // A stale view (another event named) changes nothing.
+    let stale = (bad - 1).to_string();
+    let out =
+        bin().args(["skip", "usage", "--event", &stale, "--reason", "x", "--config"]).arg(&f.config).output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let s = status(&f);
+    assert_eq!(usage_feed(&s)["halt"]["event_id"].as_i64(), Some(bad), "still halted on the same event: {s:#}");
     let out = bin()
-        .args(["skip", "usage", "--reason", "meter value not a number", "--actor", "ops-test", "--config"])
+        .args(["skip", "usage", "--event", &bad_s, "--reason", "meter value not a number", "--actor", "ops-test"])
+        .arg("--config")
         .arg(&f.config)
         .output()
         .unwrap();
@@ -271,7 +282,12 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
     // resume: a second bad record halts; resume tries it again (and it halts again: the record is still bad).
     let bad2 = sim.append_usage(vec![bad_record(&sub)])[0];
     wait_for("the second halt", &f, |s| usage_feed(s)["halt"]["event_id"].as_i64() == Some(bad2));
-    let out = bin().args(["resume", "usage", "--actor", "ops-test", "--config"]).arg(&f.config).output().unwrap();
+    let bad2_s = bad2.to_string();
+    let out = bin()
+        .args(["resume", "usage", "--event", &bad2_s, "--actor", "ops-test", "--config"])
+        .arg(&f.config)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("event {bad2}")), "{}", text(&out));
     let out = bin().args(["audit", "--json", "--config"]).arg(&f.config).output().unwrap();
@@ -312,7 +328,11 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
 
     // The resumed record is still bad: it halts again; skip it too.
     wait_for("the halt after resume", &f, |s| usage_feed(s)["halt"]["event_id"].as_i64() == Some(bad2));
-    let out = bin().args(["skip", "usage", "--reason", "bad again", "--config"]).arg(&f.config).output().unwrap();
+    let out = bin()
+        .args(["skip", "usage", "--event", &bad2_s, "--reason", "bad again", "--config"])
+        .arg(&f.config)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
     // SIGTERM during a sync: a clean stop that releases the leases.

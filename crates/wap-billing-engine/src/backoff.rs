@@ -1,4 +1,4 @@
-//! WAP-side back-off (adapter-engine.md §3): the base wait doubles from `WapRetryInitialMilliseconds` up to
+//! WAP-side back-off (docs/protocol/adapter-engine.md §3): the base wait doubles from `WapRetryInitialMilliseconds` up to
 //! `WapRetryMaxMilliseconds`; each actual wait is drawn uniformly from `[base/2, base]`; a success resets it.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! [`EngineConfig`]: the engine's settings, with the spec's keys and defaults (adapter-engine.md §10,
-//! approval-and-pricing.md §5).
+//! [`EngineConfig`]: the engine's settings, with the spec's keys and defaults (docs/protocol/adapter-engine.md §10,
+//! docs/protocol/approval-and-pricing.md §5).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use wap_types::cursor::{clamp_batch_size, DEFAULT_BATCH_SIZE};
 use wap_types::{FeedKind, StartIdMode};
 
-/// How a processor's lease is taken (adapter-engine.md §5). There is no mode without a lease.
+/// How a processor's lease is taken (docs/protocol/adapter-engine.md §5). There is no mode without a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ElectionMode {
     /// Several instances compete; a lease held by another live instance is waited for until it expires (default).
@@ -37,7 +37,7 @@ pub enum ConfigError {
     /// The settings contradict each other or a value is out of range.
     #[error("invalid settings: {0}")]
     Invalid(String),
-    /// The billing system reported another version than `BillingSystemExpectedVersion` (adapter-engine.md §9).
+    /// The billing system reported another version than `BillingSystemExpectedVersion` (docs/protocol/adapter-engine.md §9).
     #[error(
         "billing system version {found:?} is not the expected {expected:?}; set AllowUnexpectedBillingSystemVersion = \
          true to run anyway"
@@ -165,7 +165,7 @@ impl EngineConfig {
         self.initial_start_ids.get(&feed).copied().unwrap_or(0).max(0)
     }
 
-    /// The version check of adapter-engine.md §9: with `BillingSystemExpectedVersion` set, a different `found`
+    /// The version check of docs/protocol/adapter-engine.md §9: with `BillingSystemExpectedVersion` set, a different `found`
     /// version is an error unless `AllowUnexpectedBillingSystemVersion` (then a warning is logged). Versions are
     /// compared after trimming, ignoring ASCII case.
     pub fn check_billing_system_version(&self, found: &str) -> Result<(), ConfigError> {

@@ -1,4 +1,4 @@
-//! The billing-system side: the traits a system-specific part implements (adapter-engine.md §2, §4).
+//! The billing-system side: the traits a system-specific part implements (docs/protocol/adapter-engine.md §2, §4).
 //!
 //! # Why handlers must be idempotent
 //!
@@ -54,9 +54,9 @@ impl fmt::Display for IdempotencyKey {
 /// What happened to an entity, with the entity as received.
 ///
 /// `Patched` carries a **partial** entity: a member that is `None` (missing or `null` on the wire) is unchanged,
-/// not cleared (usage-service.md §4). The engine does not merge a Patch into earlier state. An unrecognised
+/// not cleared (docs/protocol/usage-service.md §4). The engine does not merge a Patch into earlier state. An unrecognised
 /// `Method` arrives as `Updated` (its text is in [`EventContext::method`]); a `Post` for a WAP id that the
-/// [`IdentityMap`] already maps arrives as `Updated` too (adapter-engine.md §8).
+/// [`IdentityMap`] already maps arrives as `Updated` too (docs/protocol/adapter-engine.md §8).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EntityChange<'a, T> {
     /// `Post`: created (for links: linked; for subscription add-ons: bought).

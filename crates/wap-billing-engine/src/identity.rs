@@ -1,4 +1,4 @@
-//! The optional identity map: WAP id ↔ billing-system id (adapter-engine.md §8).
+//! The optional identity map: WAP id ↔ billing-system id (docs/protocol/adapter-engine.md §8).
 //!
 //! Unnecessary when the billing system can store WAP ids itself. When one is configured on the
 //! [`EventProcessor`](crate::EventProcessor), the engine looks up the entity's WAP id for every event of plans,

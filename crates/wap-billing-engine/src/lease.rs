@@ -1,4 +1,4 @@
-//! Leader election through a lease row in the state store (adapter-engine.md §5), shaped like kube-runtime's
+//! Leader election through a lease row in the state store (docs/protocol/adapter-engine.md §5), shaped like kube-runtime's
 //! `lease.rs`.
 //!
 //! Each processor has one lease row: holder, generation (the fencing token) and expiry. A [`LeaderElector`] tries to

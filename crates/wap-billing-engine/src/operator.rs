@@ -1,4 +1,4 @@
-//! Operator commands (adapter-engine.md §3): inspect a halt, `resume`, `skip`; read the audit log and cursors.
+//! Operator commands (docs/protocol/adapter-engine.md §3): inspect a halt, `resume`, `skip`; read the audit log and cursors.
 //!
 //! The commands write to the state store, so they work from any instance (or a separate admin tool) against the
 //! shared database; a halted processor notices within a few seconds, at once when the command goes through its

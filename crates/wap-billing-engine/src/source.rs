@@ -29,7 +29,7 @@ pub enum FeedItem {
     /// `/billing/subscriptionAddons`.
     SubscriptionAddon(UsageEvent<PlanAddonReference>),
     /// A record whose `EventId` could be read but which does not parse as its type. The engine treats it as an
-    /// adapter-side error for that record (retried, then the processor halts; usage-service.md §2.2). A page whose
+    /// adapter-side error for that record (retried, then the processor halts; docs/protocol/usage-service.md §2.2). A page whose
     /// ids cannot be read at all is a [`SourceError`] instead.
     Malformed(MalformedItem),
 }
@@ -104,7 +104,7 @@ impl FeedItem {
 }
 
 /// What went wrong fetching a page. Always a **WAP-side** error: the engine retries it with back-off until it
-/// succeeds and never skips anything because of it (adapter-engine.md §3) — except a permanent one
+/// succeeds and never skips anything because of it (docs/protocol/adapter-engine.md §3) — except a permanent one
 /// ([`SourceError::is_permanent`]), which halts the processor after `RetryMaxAttempts` in a row so an operator can
 /// decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,7 +168,7 @@ impl SourceError {
     }
 }
 
-/// Fetches pages of the Usage Service feeds (usage-service.md §2.1): the items with `EventId >= start` (inclusive
+/// Fetches pages of the Usage Service feeds (docs/protocol/usage-service.md §2.1): the items with `EventId >= start` (inclusive
 /// reading; see `StartIdInclusive`), at most `batch_size` of them, in any order. An empty vector means the feed has
 /// nothing more for now.
 #[async_trait]

@@ -2,7 +2,7 @@
 //! [`wap_usage_client::UsageClient`].
 //!
 //! Each fetch is **one** `GET <feed>?startId=&batchSize=` (the client's raw page access), decoded here element by
-//! element so that one bad record cannot fail its page (usage-service.md §2.2):
+//! element so that one bad record cannot fail its page (docs/protocol/usage-service.md §2.2):
 //!
 //! | Response | Result |
 //! |---|---|

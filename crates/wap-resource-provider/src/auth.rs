@@ -1,4 +1,4 @@
-//! [`EndpointAuth`]: what each endpoint accepts (resource-provider.md §1, §5).
+//! [`EndpointAuth`]: what each endpoint accepts (docs/protocol/resource-provider.md §1, §5).
 //!
 //! Each endpoint checks its own registered credentials: the Basic scheme in any case, the user name ignoring
 //! case, the password exactly and in constant time ([`BasicCredentials::matches`]). `Bearer` is accepted only

@@ -1,6 +1,6 @@
 //! [`CallContext`]: who called, in which language, under which request and session ids.
 //!
-//! Built by the server from WAP's headers (resource-provider.md §4.1) and handed to every
+//! Built by the server from WAP's headers (docs/protocol/resource-provider.md §4.1) and handed to every
 //! [`NotificationHandler`](crate::NotificationHandler) call and, as a request extension, to mounted routes.
 
 use std::fmt;
@@ -140,7 +140,7 @@ impl CallContext {
         }
     }
 
-    /// Reads WAP's headers (§4.1). `x-ms-principal-id` wins over its alias `x-ms-client-principal-id`.
+    /// Reads WAP's headers (docs/protocol/resource-provider.md §4.1). `x-ms-principal-id` wins over its alias `x-ms-client-principal-id`.
     pub fn from_headers(provider_name: Arc<str>, headers: &HeaderMap) -> Self {
         let text = |name: &str| {
             headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)

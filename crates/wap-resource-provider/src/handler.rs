@@ -1,4 +1,4 @@
-//! [`NotificationHandler`]: the eight notification operations WAP calls (resource-provider.md §4), with typed
+//! [`NotificationHandler`]: the eight notification operations WAP calls (docs/protocol/resource-provider.md §4), with typed
 //! inputs and outcomes that map onto the status codes of the spec.
 
 use async_trait::async_trait;
@@ -93,7 +93,7 @@ impl NotificationError {
     }
 }
 
-/// The notification side of a resource provider: one method per operation of resource-provider.md §4.
+/// The notification side of a resource provider: one method per operation of docs/protocol/resource-provider.md §4.
 ///
 /// The server parses and checks the request (auth, path, method, body), calls the method with a typed input and
 /// the [`CallContext`], and writes the spec's status code and body for the outcome. Every `Err` becomes its status

@@ -1,4 +1,4 @@
-//! Registration: a builder for the `ResourceProvider` object of resource-provider.md §2 and the matching
+//! Registration: a builder for the `ResourceProvider` object of docs/protocol/resource-provider.md §2 and the matching
 //! PowerShell commands for operators (`New-MgmtSvcResourceProviderConfiguration`,
 //! `Add-MgmtSvcResourceProviderConfiguration`).
 

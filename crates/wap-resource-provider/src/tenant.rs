@@ -1,4 +1,4 @@
-//! Tenant URI translation (resource-provider.md §3): source and target templates with `{name}` (one segment)
+//! Tenant URI translation (docs/protocol/resource-provider.md §3): source and target templates with `{name}` (one segment)
 //! and `{*name}` (the rest, possibly empty), as the Tenant API applies them before forwarding to the provider.
 
 use std::fmt;
@@ -92,7 +92,7 @@ impl UriTemplate {
     }
 
     /// The implicit source of a provider registered with a target only: `{subid}/services/<name>/{*path}`
-    /// (the project's assumption, §3).
+    /// (the project's assumption, docs/protocol/resource-provider.md §3).
     pub fn implicit_source(provider_name: &str) -> Self {
         UriTemplate {
             text: format!("{{subid}}/services/{provider_name}/{{*path}}"),

@@ -1,4 +1,4 @@
-//! The usage endpoint's rules (resource-provider.md §5): [`UsageQuery`] parsing, the [`UsageSource`] trait a store
+//! The usage endpoint's rules (docs/protocol/resource-provider.md §5): [`UsageQuery`] parsing, the [`UsageSource`] trait a store
 //! implements, and [`serve_usage`], which applies the acknowledgement and paging rules on top of any source.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use wap_types::cursor::{parse_batch_size, CursorError};
 use wap_types::{LastId, RpUsageRecord};
 
-/// `batchSize` when the collector sends none (§5).
+/// `batchSize` when the collector sends none (docs/protocol/resource-provider.md §5).
 pub const DEFAULT_USAGE_BATCH_SIZE: u32 = 1000;
 
 /// A parsed `GET usage?lastID=&batchSize=` query.
@@ -427,7 +427,7 @@ impl Default for GapHoldBack {
     }
 }
 
-/// Serves one usage request from `source` under the rules of §5: records after `lastID` only, ascending, never
+/// Serves one usage request from `source` under the rules of docs/protocol/resource-provider.md §5: records after `lastID` only, ascending, never
 /// more than `batchSize` (nor `max_page`), `[]` for `batchSize=0` (the acknowledgement still applies). A `lastID`
 /// acknowledges only up to the highest id served; above every issued id it acknowledges nothing (and the built-in
 /// ledger moves its ids past it). The last id of the page is recorded as served

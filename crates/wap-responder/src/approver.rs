@@ -1,5 +1,5 @@
 //! [`SubscriptionApprover`]: the billing system's answer to "may this tenant action happen?"
-//! (approval-and-pricing.md §3.3).
+//! (docs/protocol/approval-and-pricing.md §3.3).
 //!
 //! The adapter calls one method per operation WAP asks about: create or delete a subscription (A, B), add or
 //! remove a subscription add-on (C, D). Subscription updates (E) and add-on updates are approved by the adapter
@@ -84,7 +84,7 @@ impl AddOnApproval {
 /// Decides approval calls. An `Err` is a failure (billing system unreachable, bug): the adapter then applies its
 /// `ApprovalFailureMode` (deny by default), exactly as for a panic or an overrun of the decision budget.
 ///
-/// Only the two create operations must be written: deletes are approved unless overridden (§3.3 B, D).
+/// Only the two create operations must be written: deletes are approved unless overridden (docs/protocol/approval-and-pricing.md §3.3 B, D).
 ///
 /// ```
 /// use wap_responder::{AddOnApproval, SubscriptionApprover, SubscriptionApproval};

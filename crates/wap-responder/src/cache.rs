@@ -1,4 +1,4 @@
-//! The answer cache, keyed by the whole request identity (approval-and-pricing.md §3.1): `EventId`, route,
+//! The answer cache, keyed by the whole request identity (docs/protocol/approval-and-pricing.md §3.1): `EventId`, route,
 //! operation and the entity's ids (subscription, add-on, plan). WAP may resend an approval call (after its own
 //! timeout); the resend of the *same* request gets the first answer without a second evaluation, and a duplicate
 //! that arrives while the first is still being decided waits for that decision. A request whose `EventId` is known

@@ -1,4 +1,4 @@
-//! Responder settings (approval-and-pricing.md §5, adapter-engine.md §10), with the spec's defaults.
+//! Responder settings (docs/protocol/approval-and-pricing.md §5, docs/protocol/adapter-engine.md §10), with the spec's defaults.
 
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ pub struct ResponderConfig {
     pub auth: AuthMode,
     /// The path of the registered endpoint (`ResponderBasePath`, default `/`).
     pub base_path: String,
-    /// Route by the last path segment whatever precedes it (default `true`, spec §3.2). With `false` only the base
+    /// Route by the last path segment whatever precedes it (default `true`, docs/protocol/approval-and-pricing.md §3.2). With `false` only the base
     /// path and the root are served; any other prefix is 404.
     pub any_path_prefix: bool,
     /// Serve the approval paths (`SubscriptionResponderEnabled`, default `true`); off → 404.
@@ -158,7 +158,7 @@ impl ResponderConfig {
         ResponderConfig::with_auth(AuthMode::None)
     }
 
-    /// Reads the spec's setting names (approval-and-pricing.md §5): `ResponderAuthenticationMode`,
+    /// Reads the spec's setting names (docs/protocol/approval-and-pricing.md §5): `ResponderAuthenticationMode`,
     /// `BillingAdapterUsername`, `BillingAdapterPassword`, `ResponderBasePath`, `SubscriptionResponderEnabled`,
     /// `PricingResponderEnabled`, `ApprovalTimeBudgetMilliseconds`, `ApprovalFailureMode`,
     /// `PricingResponseFormat`, `PricingMaxLength`, `PricingUnknownIdStatus`, `MethodNumericOrdinals`. Names match

@@ -1,4 +1,4 @@
-//! [`PricingResponder`]: the price string WAP shows a tenant for a plan or an add-on (approval-and-pricing.md §4).
+//! [`PricingResponder`]: the price string WAP shows a tenant for a plan or an add-on (docs/protocol/approval-and-pricing.md §4).
 //!
 //! A responder returns `Some(price)` or `None` for an unknown id (a lookup failure is also `None`: an empty price
 //! never blocks a sale). The adapter removes control characters and cuts the text to `PricingMaxLength`.

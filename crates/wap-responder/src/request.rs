@@ -1,5 +1,5 @@
-//! Reading an approval body: one `UsageEvent` whose `Entity` is classified by shape (approval-and-pricing.md
-//! §3.2) and parsed once, straight from its JSON text, with errors naming the JSON path of the bad member
+//! Reading an approval body: one `UsageEvent` whose `Entity` is classified by shape
+//! (docs/protocol/approval-and-pricing.md §3.2) and parsed once, straight from its JSON text, with errors naming the JSON path of the bad member
 //! (`Entity.PlanId`).
 
 use std::fmt;
@@ -56,7 +56,7 @@ impl ParsedApproval {
     }
 
     /// The verb as sent when it is none of Post, Put, Patch, Delete (their WAP spellings, and `"0"`; `"1"`–`"3"`
-    /// with `MethodNumericOrdinals`): such a call is not guessed to be an update (approval-and-pricing.md §3.2).
+    /// with `MethodNumericOrdinals`): such a call is not guessed to be an update (docs/protocol/approval-and-pricing.md §3.2).
     pub(crate) fn unknown_verb(&self) -> Option<&str> {
         match self.method() {
             EventMethod::Other(raw) => Some(raw),

@@ -1,4 +1,4 @@
-//! Which of the four operations a request path names (approval-and-pricing.md §3.2, §4).
+//! Which of the four operations a request path names (docs/protocol/approval-and-pricing.md §3.2, §4).
 //!
 //! WAP appends `subscriptions`, `subscriptionAddons`, `planPrice` or `addonPrice` to the registered endpoint, and
 //! the pricing documentation also names the root. The route is the last non-empty path segment, compared ignoring

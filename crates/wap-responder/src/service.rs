@@ -89,7 +89,7 @@ impl<A: SubscriptionApprover> Responder<A, NoPricing> {
 }
 
 impl<A: SubscriptionApprover, P: PricingResponder> Responder<A, P> {
-    /// A responder that answers approval calls and pricing queries (pricing requires approval, spec §4).
+    /// A responder that answers approval calls and pricing queries (pricing requires approval, docs/protocol/approval-and-pricing.md §4).
     pub fn with_pricing(approver: A, pricing: P, config: ResponderConfig) -> Self {
         Responder::build(approver, pricing, true, config)
     }

@@ -1,5 +1,5 @@
 //! The approval and pricing caller: tenant actions that WAP sends to blocking notification subscribers before
-//! committing them (approval-and-pricing.md §1–4).
+//! committing them (docs/protocol/approval-and-pricing.md §1–4).
 //!
 //! Each action takes an id from the shared event sequence, sends one [`UsageEvent`] with `State: 2` to every
 //! enabled blocking subscriber (`BillingService`, `MandatoryService`; `OptionalService` is not called), in
@@ -101,7 +101,7 @@ impl NotificationSubscriber {
 }
 
 /// Where add-on approvals are sent: the documentation's table and example disagree
-/// (approval-and-pricing.md §3, operation C).
+/// (docs/protocol/approval-and-pricing.md §3, operation C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AddOnApprovalRoute {
     /// `POST subscriptionAddons` (default).

@@ -1,5 +1,5 @@
 //! Resource providers as WAP sees them: registration, and the usage collector that polls an RP's
-//! `GET usage?lastID=&batchSize=` (resource-provider.md §5) and stores what it gets on the `/usage` feed.
+//! `GET usage?lastID=&batchSize=` (docs/protocol/resource-provider.md §5) and stores what it gets on the `/usage` feed.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The notification caller: the eight calls WAP's Service Management API makes on a resource provider's
-//! notification endpoint (resource-provider.md §4), with WAP's headers (§4.1).
+//! notification endpoint (docs/protocol/resource-provider.md §4), with WAP's headers (docs/protocol/resource-provider.md §4.1).
 
 use std::fmt;
 use std::sync::Arc;

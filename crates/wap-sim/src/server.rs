@@ -1,6 +1,6 @@
 //! The Usage Service: a hyper HTTP/1.1 server (optionally TLS) for `GET /usage` and the six `/billing/*` feeds.
 //!
-//! Rules (usage-service.md §1–2): Basic auth checked first (401 + `WWW-Authenticate` otherwise); unknown path →
+//! Rules (docs/protocol/usage-service.md §1–2): Basic auth checked first (401 + `WWW-Authenticate` otherwise); unknown path →
 //! 404; a method other than `GET` → 405; `startId` inclusive; `batchSize` capped at the configured maximum;
 //! pages ascending by `EventId` as bare JSON arrays; `[]` past the end.
 //!

@@ -1,4 +1,4 @@
-//! The billing approval API: WAP's blocking question "may this happen?" (approval-and-pricing.md §3).
+//! The billing approval API: WAP's blocking question "may this happen?" (docs/protocol/approval-and-pricing.md §3).
 
 use std::fmt;
 

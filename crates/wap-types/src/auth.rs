@@ -1,7 +1,7 @@
 //! HTTP Basic credentials as WAP uses them: sent by the billing adapter to the Usage Service, by WAP to the
 //! approval/pricing responder and to resource providers.
 //!
-//! Rules (approval-and-pricing.md §3.2, resource-provider.md §1): the scheme name is matched in any case
+//! Rules (docs/protocol/approval-and-pricing.md §3.2, docs/protocol/resource-provider.md §1): the scheme name is matched in any case
 //! (`basic` is accepted), the user name ignoring case, the password exactly and in constant time. Credentials are
 //! UTF-8 (RFC 7617). The password never shows in `Debug` output.
 

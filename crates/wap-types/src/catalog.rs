@@ -1,4 +1,4 @@
-//! Plans, add-ons and their parts (usage-service.md §3.5–§3.9, §3.11).
+//! Plans, add-ons and their parts (docs/protocol/usage-service.md §3.5–§3.9, §3.11).
 //!
 //! In a Patch event only changed members are present, so every member except the identifier is an `Option`:
 //! `None` means "missing or `null`" (unchanged, in a Patch). Collections read `null`, missing and `[]` alike

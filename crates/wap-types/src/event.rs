@@ -13,7 +13,7 @@ use crate::method::EventMethod;
 use crate::states::NotificationState;
 use crate::wire::{name_matches, Extra};
 
-/// One event of a `/billing/*` feed (usage-service.md §3.2), generic over its entity type.
+/// One event of a `/billing/*` feed (docs/protocol/usage-service.md §3.2), generic over its entity type.
 ///
 /// Besides the typed [`entity`](UsageEvent::entity) the event keeps the entity's JSON text exactly as it arrived
 /// ([`UsageEvent::raw_entity`]), because the `planAddons` and `planServices` shapes are undocumented guesses and a

@@ -110,7 +110,7 @@ impl FeedKind {
         FeedKind::Usage,
     ];
 
-    /// The six event feeds in the order a notification cycle drains them (adapter-engine.md §6).
+    /// The six event feeds in the order a notification cycle drains them (docs/protocol/adapter-engine.md §6).
     pub const EVENT_FEEDS: [FeedKind; 6] = [
         FeedKind::Plans,
         FeedKind::Addons,

@@ -1,4 +1,4 @@
-//! The pricing API: `GET planPrice` / `GET addonPrice` and the price answer (approval-and-pricing.md §4).
+//! The pricing API: `GET planPrice` / `GET addonPrice` and the price answer (docs/protocol/approval-and-pricing.md §4).
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
 //! The resource provider contract: notification objects, the RP usage record and the registration object
-//! (resource-provider.md).
+//! (docs/protocol/resource-provider.md).
 //!
 //! The RP-side [`Subscription`] uses its **own** state numbering ([`RpSubscriptionState`]), distinct from
 //! [`AdminSubscriptionState`](crate::AdminSubscriptionState): a suspension is `1` here and `2` on the billing feed.

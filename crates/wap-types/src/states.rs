@@ -18,7 +18,7 @@ wire_int_enum! {
     }
 }
 
-/// What a pull-feed consumer does with an event in a given [`NotificationState`] (usage-service.md §3.3).
+/// What a pull-feed consumer does with an event in a given [`NotificationState`] (docs/protocol/usage-service.md §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PullAction {
     /// Apply it (states 0 and 3).

@@ -1,4 +1,4 @@
-//! Admin subscriptions and users (usage-service.md §3.10–§3.11).
+//! Admin subscriptions and users (docs/protocol/usage-service.md §3.10–§3.11).
 
 use crate::catalog::{PlanAddon, PlanAddonReference, ServiceQuotaSetting};
 use crate::datetime::WapDateTime;

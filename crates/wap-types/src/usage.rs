@@ -5,7 +5,7 @@ use crate::datetime::WapDateTime;
 use crate::wire::wire_object;
 
 wire_object! {
-    /// One usage record of `GET /usage` on the Usage Service (usage-service.md §3.1).
+    /// One usage record of `GET /usage` on the Usage Service (docs/protocol/usage-service.md §3.1).
     ///
     /// Meters (`Resources`) and extra information (`Properties`) are string maps: numbers arrive as strings.
     pub struct UsageRecord {

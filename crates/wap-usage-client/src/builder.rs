@@ -1,5 +1,5 @@
 //! [`UsageClientBuilder`]: every setting of a [`UsageClient`](crate::UsageClient), with the configuration key
-//! names of approval-and-pricing.md §5.
+//! names of docs/protocol/approval-and-pricing.md §5.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,7 +260,7 @@ impl UsageClientBuilder {
         self
     }
 
-    /// Applies one configuration key by its name (approval-and-pricing.md §5; see [`SETTING_KEYS`]), the value as
+    /// Applies one configuration key by its name (docs/protocol/approval-and-pricing.md §5; see [`SETTING_KEYS`]), the value as
     /// text. Unknown keys and malformed values are reported by [`build`](Self::build).
     pub fn setting(mut self, key: &str, value: &str) -> Self {
         let v = value.trim();

@@ -206,7 +206,7 @@ impl Error {
         }
     }
 
-    /// Whether the fault is on the WAP side (usage-service.md §2.2: network, timeout, TLS, any non-success status,
+    /// Whether the fault is on the WAP side (docs/protocol/usage-service.md §2.2: network, timeout, TLS, any non-success status,
     /// a body that is not a page). The spec's adapter retries these forever (401/403 logged as configuration
     /// errors); only [`DecodeErrorKind::WrongType`] (adapter side) and [`Error::Config`] are not WAP-side.
     pub fn is_wap_side(&self) -> bool {

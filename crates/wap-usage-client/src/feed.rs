@@ -31,7 +31,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> PageItem for UsageEvent<T> {
 
 /// Records a resumed pull expected but did not receive because WAP's retention deleted them first.
 ///
-/// **Rule** (the spec cannot tell id gaps from purges, usage-service.md §2.1 and §5): when a pull resumes from a
+/// **Rule** (the spec cannot tell id gaps from purges, docs/protocol/usage-service.md §2.1 and §5): when a pull resumes from a
 /// persisted cursor (`startId > 0`) and the lowest new `EventId` of its first page lies above the first id the
 /// cursor asks for, the client asks for the oldest retained record (`startId=0&batchSize=1`):
 ///
@@ -188,7 +188,7 @@ impl PageHalt {
 }
 
 impl<T: PageItem> Page<T> {
-    /// Builds a page from the parsed elements (usage-service.md §2.1): applies settings, sorts, drops ids below the
+    /// Builds a page from the parsed elements (docs/protocol/usage-service.md §2.1): applies settings, sorts, drops ids below the
     /// cursor and repeated ids, computes the next cursor and the retention gap.
     pub(crate) fn assemble(
         feed: FeedKind,

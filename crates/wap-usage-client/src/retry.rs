@@ -14,7 +14,7 @@ use crate::error::Error;
 /// once.
 ///
 /// The wait before retry `n` (1-based) has the base `min(initial × multiplier^(n-1), max_delay)`; with jitter
-/// (default) the actual wait is drawn uniformly from `[base/2, base]` (adapter-engine.md §3). A `Retry-After` header
+/// (default) the actual wait is drawn uniformly from `[base/2, base]` (docs/protocol/adapter-engine.md §3). A `Retry-After` header
 /// on a 408/429/5xx answer lengthens the computed wait to what it asks (capped by
 /// [`max_retry_after`](RetryPolicy::max_retry_after)); it never shortens it, so `Retry-After: 0` or a date in the
 /// past still waits the back-off. All arithmetic saturates: `Duration::MAX` as a cap and a `Retry-After` of

@@ -1,7 +1,7 @@
 //! TLS toward the Usage Service (feature `rustls`): system roots, extra CA certificates, a pinned server
 //! certificate, or — by explicit opt-in only — no verification.
 //!
-//! WAP ships self-signed certificates (usage-service.md §1), so the usual ways to trust port 30022 are
+//! WAP ships self-signed certificates (docs/protocol/usage-service.md §1), so the usual ways to trust port 30022 are
 //!
 //! * the self-signed certificate (or the CA that issued it) as an extra trust anchor (`UsageServiceCaFile`), which
 //!   keeps host-name and validity checks;

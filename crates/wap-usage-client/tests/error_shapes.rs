@@ -82,7 +82,7 @@ async fn malformed_json_is_not_a_page() {
         }
         other => panic!("expected NotAPage, got {other:?}"),
     }
-    assert!(err.is_retryable(), "a WAP-side fault (usage-service.md §2.2)");
+    assert!(err.is_retryable(), "a WAP-side fault (docs/protocol/usage-service.md §2.2)");
 }
 
 #[tokio::test]

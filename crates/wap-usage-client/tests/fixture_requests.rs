@@ -9,7 +9,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/spec/fixtures/usage-service/");
 
-/// What a pull-feed consumer does with an item (usage-service.md §3.3): usage records are always applied.
+/// What a pull-feed consumer does with an item (docs/protocol/usage-service.md §3.3): usage records are always applied.
 trait PullItem: PageItem {
     fn pull_action(&self) -> PullAction;
 }

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Each processor runs only while this instance holds its lease (one leader per processor across instances);
-//! responders run everywhere. [`AdapterBuilder::start`] checks the billing system's version (adapter-engine.md
-//! §9), opens the state store, binds the listeners and spawns everything; [`Adapter::shutdown`] stops it
+//! responders run everywhere. [`AdapterBuilder::start`] checks the billing system's version
+//! (docs/protocol/adapter-engine.md §9), opens the state store, binds the listeners and spawns everything; [`Adapter::shutdown`] stops it
 //! gracefully (leases released at once, requests in flight finished). Spans: `cycle` (processor, lease
 //! generation, cycle number) → `feed` → `event` / `usage_batch` (debug level).
 
@@ -57,7 +57,7 @@ const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdapterError {
-    /// A setting is invalid, or the billing system's version check failed (adapter-engine.md §9).
+    /// A setting is invalid, or the billing system's version check failed (docs/protocol/adapter-engine.md §9).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A part the configuration needs was not given (e.g. an event handler with the notification processor on).
@@ -281,7 +281,7 @@ impl AdapterBuilder {
     }
 
     /// The version the billing system reports, checked against `BillingSystemExpectedVersion` at start
-    /// (adapter-engine.md §9).
+    /// (docs/protocol/adapter-engine.md §9).
     pub fn billing_system_version(mut self, version: impl Into<String>) -> Self {
         self.billing_system_version = Some(version.into());
         self

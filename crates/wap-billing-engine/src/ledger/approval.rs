@@ -1,5 +1,5 @@
-//! The ledger as the responder's billing system: [`LedgerApprover`] (approval-and-pricing.md §3.3) and prices
-//! (§4).
+//! The ledger as the responder's billing system: [`LedgerApprover`] (docs/protocol/approval-and-pricing.md §3.3) and prices
+//! (docs/protocol/approval-and-pricing.md §4).
 
 use async_trait::async_trait;
 use wap_responder::{AddOnApproval, PricingResponder, SubscriptionApproval, SubscriptionApprover};
@@ -7,7 +7,7 @@ use wap_types::{AddonPriceQuery, Decision, PlanPriceQuery};
 
 use super::{key, AccountStanding, LedgerError, SqliteLedger};
 
-/// Decides approval calls from the ledger's data, with the spec's default rules (approval-and-pricing.md §3.3):
+/// Decides approval calls from the ledger's data, with the spec's default rules (docs/protocol/approval-and-pricing.md §3.3):
 ///
 /// | Operation | Approved when |
 /// |---|---|

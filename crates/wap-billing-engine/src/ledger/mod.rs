@@ -52,7 +52,7 @@ use crate::handler::{
 };
 use crate::store::SqliteSync;
 
-/// The version this ledger reports for the billing-system version check (adapter-engine.md §9).
+/// The version this ledger reports for the billing-system version check (docs/protocol/adapter-engine.md §9).
 pub const LEDGER_VERSION: &str = "wap-billing-ledger 1";
 
 /// A failure of the ledger's database.
@@ -100,7 +100,7 @@ struct Counters {
     usage_repeated: AtomicU64,
 }
 
-/// Whether an account may buy (approval-and-pricing.md §3.3: "the system check passes, e.g. no overdue invoice").
+/// Whether an account may buy (docs/protocol/approval-and-pricing.md §3.3: "the system check passes, e.g. no overdue invoice").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AccountStanding {
     /// May buy.

@@ -1,6 +1,6 @@
 //! The two pull processors: [`EventProcessor`] (the six `/billing/*` feeds) and [`UsageProcessor`] (`/usage`).
 //!
-//! Both share one loop (adapter-engine.md §3–§7):
+//! Both share one loop (docs/protocol/adapter-engine.md §3–§7):
 //!
 //! 1. Wait for the lease ([`LeaderElector`]); run only while leader. Losing the lease drops whatever is in
 //!    flight, including a billing call, at once.

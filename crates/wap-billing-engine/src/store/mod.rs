@@ -1,5 +1,5 @@
 //! Durable engine state behind the [`StateStore`] trait: cursors, processed events, halts, leases, the identity map
-//! and the audit log (adapter-engine.md §4, §5, §8).
+//! and the audit log (docs/protocol/adapter-engine.md §4, §5, §8).
 //!
 //! Two backends: [`SqliteStore`] (feature `sqlite`, default: one file, no setup, one machine) and
 //! `PostgresStore` (feature `postgres`: several instances on several machines). [`open`] picks one from a

@@ -1,4 +1,4 @@
-//! The records kept in the state database (adapter-engine.md §4, §5, §8).
+//! The records kept in the state database (docs/protocol/adapter-engine.md §4, §5, §8).
 
 use std::fmt;
 
@@ -7,7 +7,7 @@ use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use wap_types::FeedKind;
 
-/// The two pull processors. Each has its own lease, halt status and loop (adapter-engine.md §1, §5).
+/// The two pull processors. Each has its own lease, halt status and loop (docs/protocol/adapter-engine.md §1, §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProcessorKind {
     /// The notification (event) processor: the six `/billing/*` feeds.
@@ -58,7 +58,7 @@ impl fmt::Display for ProcessorKind {
     }
 }
 
-/// A PendingApproval event a feed is held at (usage-service.md §3.3), kept so the wait survives restarts.
+/// A PendingApproval event a feed is held at (docs/protocol/usage-service.md §3.3), kept so the wait survives restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedHold {
     /// The held event.
@@ -146,7 +146,7 @@ impl ProcessedEvent {
 }
 
 /// What a processor commits after the billing side succeeded: the `processed_event` row and the new cursor, in one
-/// transaction with the lease check (adapter-engine.md §4 rule 2).
+/// transaction with the lease check (docs/protocol/adapter-engine.md §4 rule 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventCommit {
     /// The feed.
@@ -217,7 +217,7 @@ impl fmt::Display for HaltReason {
     }
 }
 
-/// A stored halt: the processor waits for an operator's `resume` or `skip` (adapter-engine.md §3). Survives
+/// A stored halt: the processor waits for an operator's `resume` or `skip` (docs/protocol/adapter-engine.md §3). Survives
 /// restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaltStatus {
@@ -287,7 +287,7 @@ impl HaltStatus {
     }
 }
 
-/// One `lease` row: who runs a processor (adapter-engine.md §5).
+/// One `lease` row: who runs a processor (docs/protocol/adapter-engine.md §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRecord {
     /// The processor.
@@ -382,7 +382,7 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// What a WAP id in the identity map names (adapter-engine.md §8).
+/// What a WAP id in the identity map names (docs/protocol/adapter-engine.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IdentityKind {
     /// A plan (`Plan.Id`).

@@ -15,7 +15,7 @@ pub enum SqliteSync {
     Normal,
 }
 
-/// A parsed `StateDatabaseUrl` (adapter-engine.md §10; default `sqlite://wap-billing-state.db`).
+/// A parsed `StateDatabaseUrl` (docs/protocol/adapter-engine.md §10; default `sqlite://wap-billing-state.db`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateDatabaseUrl {
     /// `sqlite://path[?synchronous=full|normal]`: `sqlite://state.db` is relative to the working directory,

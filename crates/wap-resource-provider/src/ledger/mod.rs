@@ -5,7 +5,7 @@
 //! in id order (ids are assigned and committed under one lock, all at once). A record is served until a `lastID`
 //! covers it, then deleted; across restarts nothing unacknowledged is lost.
 //!
-//! What a `lastID` may delete (resource-provider.md §5 as revised): the ledger keeps, durably, the highest id it
+//! What a `lastID` may delete (docs/protocol/resource-provider.md §5 as revised): the ledger keeps, durably, the highest id it
 //! has **served** (handed to a collector in a page). A `lastID` acknowledges only up to that mark: anything above
 //! acknowledges nothing (a warning, and [`LedgerStats::acknowledgements_above_served`]); the records never served at
 //! or below that `lastID` get new ids above the highest issued (WAP's collector drops ids at or below its `lastID`,

@@ -195,7 +195,7 @@ impl RpServer {
     }
 
     /// Strict mode: answer 400 when `x-ms-principal-id` (or its alias) is missing, except on Get Default Quota.
-    /// Off by default: the spec (§4.1) tolerates its absence, since rejecting would break provisioning.
+    /// Off by default: the spec (docs/protocol/resource-provider.md §4.1) tolerates its absence, since rejecting would break provisioning.
     pub fn require_principal_id(mut self, required: bool) -> Self {
         self.require_principal_id = required;
         self

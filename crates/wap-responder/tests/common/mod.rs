@@ -41,7 +41,7 @@ pub fn auth_header() -> String {
     credentials().header_value()
 }
 
-/// An approver with the default decisions of spec §3.3: a create needs a mapped plan (and a known or creatable
+/// An approver with the default decisions of docs/protocol/approval-and-pricing.md §3.3: a create needs a mapped plan (and a known or creatable
 /// account: always creatable here), an add-on needs a mapped add-on and a known subscription, deletes are
 /// approved. Counts its calls and remembers the event ids it was asked about.
 #[derive(Debug, Default)]
