@@ -21,8 +21,7 @@ fn fixtures() -> &'static [Vec<u8>] {
         let mut out = Vec::new();
         let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/spec/fixtures")];
         while let Some(dir) = dirs.pop() {
-            let mut entries: Vec<PathBuf> =
-                std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
             entries.sort();
             for p in entries {
                 if p.is_dir() {
