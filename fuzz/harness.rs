@@ -59,3 +59,103 @@ pub(crate) fn wire(bytes: &[u8]) {
         let _ = parse_batch_size(Some(part), 100);
     }
 }
+
+/// An approver that denies everything and counts the decisions asked of it.
+#[derive(Debug, Default)]
+struct DenyAll(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl wap_responder::SubscriptionApprover for DenyAll {
+    type Error = std::convert::Infallible;
+
+    async fn create_subscription(
+        &self,
+        _: wap_responder::SubscriptionApproval,
+    ) -> Result<wap_responder::Decision, Self::Error> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(wap_responder::Decision::deny("fuzz: everything is denied"))
+    }
+    async fn delete_subscription(
+        &self,
+        _: wap_responder::SubscriptionApproval,
+    ) -> Result<wap_responder::Decision, Self::Error> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(wap_responder::Decision::deny("fuzz: everything is denied"))
+    }
+    async fn create_subscription_addon(
+        &self,
+        _: wap_responder::AddOnApproval,
+    ) -> Result<wap_responder::Decision, Self::Error> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(wap_responder::Decision::deny("fuzz: everything is denied"))
+    }
+    async fn delete_subscription_addon(
+        &self,
+        _: wap_responder::AddOnApproval,
+    ) -> Result<wap_responder::Decision, Self::Error> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(wap_responder::Decision::deny("fuzz: everything is denied"))
+    }
+}
+
+/// The statuses the responder documents.
+const RESPONDER_STATUSES: [u16; 9] = [200, 204, 400, 401, 403, 404, 405, 408, 413];
+
+/// Splits fuzz input into a request: byte 0 picks the method and whether the right credentials are sent, then
+/// the path up to the first `\n`, header lines (`name: value`) up to an empty line, and the rest as the body.
+fn request_from(bytes: &[u8], authorization: &str) -> Option<http::Request<http_body_util::Full<bytes::Bytes>>> {
+    let (&control, rest) = bytes.split_first()?;
+    const METHODS: [&str; 8] = ["POST", "GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "FUZZ"];
+    let method = METHODS[usize::from(control & 7)];
+    let mut lines = rest.splitn(2, |&b| b == b'\n');
+    let path = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut rest = lines.next().unwrap_or_default();
+    let mut builder = http::Request::builder().method(method).uri(format!("/{}", path.trim_start_matches('/')));
+    if http::Uri::try_from(format!("/{}", path.trim_start_matches('/'))).is_err() {
+        builder = http::Request::builder().method(method).uri("/wap/subscriptions");
+    }
+    if control & 8 != 0 {
+        builder = builder.header("authorization", authorization);
+    }
+    loop {
+        let (line, tail) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        if line.is_empty() || tail.is_empty() {
+            break;
+        }
+        rest = tail;
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(&line[..colon]),
+                http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+            ) {
+                builder = builder.header(name, value);
+            }
+        }
+    }
+    builder.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(rest))).ok()
+}
+
+/// The responder's request handling through its `tower::Service`: arbitrary method, path, headers and body. Fails
+/// when it panics, answers a status it does not document, or approves (204) a call that asked the approver (which
+/// denies everything) for a decision.
+pub(crate) fn responder(bytes: &[u8]) -> Option<u16> {
+    use tower::ServiceExt;
+    let credentials = wap_types::BasicCredentials::new("fuzzcaller", "Fuzz-Secret-1");
+    let authorization = credentials.header_value();
+    let request = request_from(bytes, &authorization)?;
+    let approver = std::sync::Arc::new(DenyAll::default());
+    let responder = wap_responder::Responder::new(
+        approver.clone(),
+        wap_responder::ResponderConfig::basic(wap_responder::BasicCredentials::new("fuzzcaller", "Fuzz-Secret-1")),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let response = runtime.block_on(responder.oneshot(request)).expect("infallible");
+    let status = response.status().as_u16();
+    assert!(RESPONDER_STATUSES.contains(&status), "undocumented status {status}");
+    let asked = approver.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(!(status == 204 && asked > 0), "approved a call the approver denied");
+    Some(status)
+}
