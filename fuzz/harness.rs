@@ -159,3 +159,77 @@ pub(crate) fn responder(bytes: &[u8]) -> Option<u16> {
     assert!(!(status == 204 && asked > 0), "approved a call the approver denied");
     Some(status)
 }
+
+/// The RP usage ledger driven by a sequence of operations read from the input: appends and `/usage` polls with
+/// arbitrary `lastID` / `batchSize`. Fails when a record is deleted without having been served, an append's id
+/// does not increase, a page's ids do not strictly increase past `lastID`, or one record is served under two ids
+/// (unless a `lastID` beyond the issued ids made the ledger renumber, as documented).
+pub(crate) fn ledger(bytes: &[u8]) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use wap_resource_provider::{serve_usage, UsageLedger, UsageQuery, UsageSource};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    runtime.block_on(async {
+        let ledger = UsageLedger::in_memory();
+        let mut appended = BTreeSet::new();
+        let mut served: BTreeMap<String, i64> = BTreeMap::new();
+        let mut last_appended = 0i64;
+        let mut highest_served = 0i64;
+        let mut renumbered = false;
+        let mut ops = bytes.chunks(4);
+        let mut next_marker = 0u32;
+        while let Some(op) = ops.next() {
+            let arg = |i: usize| i64::from(*op.get(i).unwrap_or(&0));
+            if op[0] & 1 == 0 {
+                next_marker += 1;
+                let marker = format!("r{next_marker}");
+                let record = wap_types::RpUsageRecord {
+                    subscription_id: "s".into(),
+                    start_time: wap_types::WapDateTime::parse("2015-06-02T08:00:00Z").expect("date"),
+                    end_time: wap_types::WapDateTime::parse("2015-06-02T09:00:00Z").expect("date"),
+                    resource_id: Some(marker.clone()),
+                    ..Default::default()
+                };
+                let id = ledger.append(record).await.expect("an in-memory append succeeds");
+                assert!(id > last_appended, "append ids increase: {id} after {last_appended}");
+                last_appended = id;
+                appended.insert(marker);
+                continue;
+            }
+            let last_id = match (op[0] >> 1) & 3 {
+                0 => highest_served,
+                1 => highest_served - arg(1),
+                2 => last_appended + arg(1) - 2,
+                _ => arg(1) * 256 + arg(2),
+            };
+            let query = format!("lastID={}&batchSize={}", last_id.max(0), arg(3) % 20);
+            let Ok(query) = UsageQuery::parse(Some(&query)) else { continue };
+            let Ok(poll) = serve_usage(&ledger, query, 10_000).await else { continue };
+            renumbered |= poll.last_id_beyond_issued;
+            let ids = poll.page.event_ids();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "page ids strictly increase: {ids:?}");
+            if !poll.last_id_beyond_issued {
+                if let (Some(first), Some(after)) = (ids.first(), query.last_id.get()) {
+                    assert!(*first > after, "a page starts after lastID {after}: {ids:?}");
+                }
+            }
+            for entry in poll.page.entries() {
+                let record = entry.record().expect("a stored record reads back");
+                let marker = record.resource_id.clone().expect("marker");
+                let id = entry.event_id();
+                if let Some(before) = served.insert(marker.clone(), id) {
+                    assert!(before == id || renumbered, "{marker} served as {before} and then as {id}");
+                }
+                highest_served = highest_served.max(id);
+            }
+        }
+        // Whatever was never served is still in the ledger.
+        let left = ledger.records_after(wap_types::LastId::NONE, 1_000_000).await.expect("read back");
+        let mut present: BTreeSet<String> = BTreeSet::new();
+        for entry in left.entries() {
+            present.insert(entry.record().expect("record").resource_id.expect("marker"));
+        }
+        for marker in &appended {
+            assert!(present.contains(marker) || served.contains_key(marker), "{marker} deleted without being served");
+        }
+    });
+}

@@ -160,6 +160,13 @@ proptest! {
     }
 
     #[test]
+    fn the_usage_ledger_keeps_its_promises_under_arbitrary_appends_and_polls(
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        harness::ledger(&bytes);
+    }
+
+    #[test]
     fn responder_survives_arbitrary_requests(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = harness::responder(&bytes);
     }
@@ -172,6 +179,12 @@ fn the_responder_denies_every_unmutated_create_and_delete() {
     for i in [0, 1, 3, 4] {
         assert_eq!(statuses[i], Some(403), "seed {i}: {statuses:?}");
     }
+}
+
+#[test]
+fn the_ledger_entry_point_serves_and_acknowledges() {
+    // append, append, poll (lastID 0, batch 5), poll acknowledging what was served, append, poll.
+    harness::ledger(&[0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 5, 1, 0, 0, 5, 0, 0, 0, 0, 1, 0, 0, 5]);
 }
 
 #[test]
