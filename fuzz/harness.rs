@@ -175,9 +175,8 @@ pub(crate) fn ledger(bytes: &[u8]) {
         let mut last_appended = 0i64;
         let mut highest_served = 0i64;
         let mut renumbered = false;
-        let mut ops = bytes.chunks(4);
         let mut next_marker = 0u32;
-        while let Some(op) = ops.next() {
+        for op in bytes.chunks(4) {
             let arg = |i: usize| i64::from(*op.get(i).unwrap_or(&0));
             if op[0] & 1 == 0 {
                 next_marker += 1;
