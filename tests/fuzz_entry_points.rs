@@ -121,6 +121,72 @@ proptest! {
     }
 }
 
+/// Approval calls as the responder entry point reads them: byte 0 = POST with the right credentials, the path,
+/// no headers, the fixture body.
+fn responder_seeds() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/spec/fixtures/approval");
+    let mut seeds = Vec::new();
+    for (file, path) in [
+        ("create-subscription.json", "subscriptions"),
+        ("delete-subscription.json", "subscriptions"),
+        ("update-subscription.json", "subscriptions"),
+        ("create-subscription-addon.json", "subscriptionAddons"),
+        ("delete-subscription-addon.json", "subscriptionAddons"),
+    ] {
+        let mut seed = vec![0x08u8];
+        seed.extend_from_slice(format!("{path}\ncontent-type: application/json\n\n").as_bytes());
+        seed.extend_from_slice(&std::fs::read(dir.join(file)).unwrap());
+        seeds.push(seed);
+    }
+    seeds
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: (cases() / 4).max(1),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn responder_survives_mutated_approval_calls(
+        pick in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+        mutations in prop::collection::vec(mutation(), 0..6),
+    ) {
+        let seeds = responder_seeds();
+        let input = apply(pick.get::<Vec<u8>>(&seeds), other.get::<Vec<u8>>(fixtures()), &mutations);
+        let _ = harness::responder(&input);
+    }
+
+    #[test]
+    fn the_usage_ledger_keeps_its_promises_under_arbitrary_appends_and_polls(
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        harness::ledger(&bytes);
+    }
+
+    #[test]
+    fn responder_survives_arbitrary_requests(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = harness::responder(&bytes);
+    }
+}
+
+#[test]
+fn the_responder_denies_every_unmutated_create_and_delete() {
+    // create-subscription, delete-subscription, (update), create-addon, delete-addon: each asks the approver.
+    let statuses: Vec<Option<u16>> = responder_seeds().iter().map(|s| harness::responder(s)).collect();
+    for i in [0, 1, 3, 4] {
+        assert_eq!(statuses[i], Some(403), "seed {i}: {statuses:?}");
+    }
+}
+
+#[test]
+fn the_ledger_entry_point_serves_and_acknowledges() {
+    // append, append, poll (lastID 0, batch 5), poll acknowledging what was served, append, poll.
+    harness::ledger(&[0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 5, 1, 0, 0, 5, 0, 0, 0, 0, 1, 0, 0, 5]);
+}
+
 #[test]
 fn every_fixture_passes_the_harness_unchanged() {
     for seed in fixtures() {

@@ -17,7 +17,10 @@ pub use context::{CallContext, LanguagePreference, PrincipalId, PrincipalIdSourc
 pub use handler::{CreateOutcome, DeleteOutcome, NotificationError, NotificationHandler, QuotaResults, UpdateOutcome};
 pub use ledger::{LastIdBeyondIssued, LedgerError, LedgerStats, UsageLedger, DEFAULT_CLIENT_KEY_RETENTION};
 pub use registration::{Registration, RegistrationBuilder, RegistrationError};
-pub use server::{BoxError, MountPrefix, MountedRequest, ResponseBody, RpApp, RpServer, RunningServer, ServerError};
+pub use server::{
+    BoxError, MountPrefix, MountedRequest, ResponseBody, RpApp, RpServer, RunningServer, ServerError,
+    DEFAULT_MAX_CONNECTIONS,
+};
 pub use tenant::{TemplateError, TemplateMatch, TenantUriMapping, UriTemplate};
 pub use usage::{
     serve_usage, serve_usage_with, GapHoldBack, UsageEntry, UsagePage, UsagePoll, UsageQuery, UsageQueryError,

@@ -42,10 +42,33 @@ pub enum RegistrationError {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct EndpointSpec {
     address: String,
     auth: EndpointAuth,
+}
+
+impl std::fmt::Debug for EndpointSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSpec")
+            .field("address", &redact_address(&self.address))
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// `address` with a password in its user info replaced by `***` (parsed with the `url` crate); an address that
+/// does not parse but contains `@` is shown as `<unparsable address>`, since its user info cannot be located.
+fn redact_address(address: &str) -> String {
+    match url::Url::parse(address) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => address.to_owned(),
+        Err(_) if address.contains('@') => "<unparsable address>".to_owned(),
+        Err(_) => address.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -317,7 +340,8 @@ fn to_endpoint(spec: &EndpointSpec) -> Endpoint {
 fn check_address(endpoint: &'static str, address: &str, allow_http: bool) -> Result<(), RegistrationError> {
     let fail = |reason: &str| RegistrationError::InvalidAddress {
         endpoint,
-        address: address.to_owned(),
+        // The error is shown to operators and logged: never with a password from the URL.
+        address: redact_address(address),
         reason: reason.to_owned(),
     };
     let url = url::Url::parse(address).map_err(|e| fail(&format!("not an absolute URL ({e})")))?;

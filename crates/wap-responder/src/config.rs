@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send its request headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::max_connections`]: open connections served at once (WAP opens a few per front end).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// The default `PricingMaxLength`.
 pub const DEFAULT_PRICE_MAX_LENGTH: usize = wap_types::pricing::DEFAULT_PRICE_MAX_LENGTH;
 
@@ -333,6 +335,10 @@ pub struct ServerConfig {
     pub keep_alive: bool,
     /// How long a graceful shutdown waits for open connections to finish (10 s) before closing them.
     pub shutdown_grace: Duration,
+    /// Connections served at once (default [`DEFAULT_MAX_CONNECTIONS`], 1,024). A connection past the limit is
+    /// answered `503 Service Unavailable` with `Retry-After: 1` and a text body, then closed (over TLS it is closed
+    /// without a handshake).
+    pub max_connections: usize,
     /// HTTPS (feature `rustls`): `None` serves plain HTTP.
     #[cfg(feature = "rustls")]
     pub tls: Option<crate::tls::TlsConfig>,
@@ -344,6 +350,7 @@ impl Default for ServerConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             keep_alive: true,
             shutdown_grace: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -354,6 +361,12 @@ impl ServerConfig {
     /// Sets the header read timeout.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets how many connections are served at once (at least 1); see [`ServerConfig::max_connections`].
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
         self
     }
 

@@ -16,7 +16,7 @@ pub use approver::{AddOnApproval, FnApprover, SubscriptionApproval, Subscription
 pub use config::{
     AuthMode, ConfigError, FailureMode, ResponderConfig, ServerConfig, UnknownPriceStatus, DEFAULT_BODY_READ_TIMEOUT,
     DEFAULT_DECISION_BUDGET, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDEMPOTENCY_CAPACITY, DEFAULT_IDEMPOTENCY_WINDOW,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_PRICE_MAX_LENGTH,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_PRICE_MAX_LENGTH,
 };
 pub use pricing::{FnPricing, NoPricing, PriceTable, PricingResponder};
 pub use routing::Route;

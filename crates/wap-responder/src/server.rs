@@ -126,6 +126,17 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if connections.len() >= config.max_connections.max(1) {
+                        tracing::warn!(%peer, limit = config.max_connections, "connection refused: at the connection limit");
+                        #[cfg(feature = "rustls")]
+                        let plain = config.tls.is_none();
+                        #[cfg(not(feature = "rustls"))]
+                        let plain = true;
+                        if plain {
+                            tokio::spawn(refuse_connection(stream, config.max_connections));
+                        }
+                        continue;
+                    }
                     let (stop, stopped) = oneshot::channel();
                     let connection = serve_connection(stream, peer, responder.clone(), builder.clone(), &config, stopped);
                     let id = connections.spawn(connection).id();
@@ -235,4 +246,32 @@ where
         let _ = handshake_timeout;
         drive(builder.serve_connection(TokioIo::new(stream), inline_service(responder)), stop, peer).await;
     }
+}
+
+/// Answers a connection past [`ServerConfig::max_connections`]: `503 Service Unavailable` with `Retry-After: 1` and
+/// a text body, then closes it after reading (and discarding) what the client already sent, so the answer is not
+/// lost to a reset. The whole exchange is bounded by one second and 64 KiB.
+async fn refuse_connection(mut stream: TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!("the server is serving its limit of {limit} connections; retry later\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }

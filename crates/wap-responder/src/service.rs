@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use tokio::time::Instant;
 use wap_types::{AddonPriceQuery, ApprovalOperation, Decision, PlanPriceQuery, PriceAnswer};
@@ -302,15 +302,17 @@ impl<A: SubscriptionApprover, P: PricingResponder> Inner<A, P> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        let body = Limited::new(request.into_body(), limit);
-        match tokio::time::timeout_at(arrived + self.config.body_read_timeout, body.collect()).await {
+        // One buffer bounded by the limit whatever the chunking (frames are copied and dropped), under one
+        // deadline for the whole body.
+        let body = wap_types::body::read_bounded(request.into_body(), limit);
+        match tokio::time::timeout_at(arrived + self.config.body_read_timeout, body).await {
             Err(_) => Err(text(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the request body was not received within {} ms", self.config.body_read_timeout.as_millis()),
             )),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-            Ok(Err(e)) => Err(text(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"))),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(wap_types::body::BodyReadError::TooLarge { .. })) => Err(too_large()),
+            Ok(Err(e)) => Err(text(StatusCode::BAD_REQUEST, e.to_string())),
+            Ok(Ok(read)) => Ok(read.into_bytes()),
         }
     }
 

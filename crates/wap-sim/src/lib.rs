@@ -29,4 +29,4 @@ pub use error::SimError;
 pub use faults::{FaultKind, FaultPlan, FaultStats};
 pub use log::RequestLogEntry;
 pub use notify::{NotificationCaller, RpResponse};
-pub use sim::{LiveConfig, SimBuilder, WapSim, DEFAULT_PASSWORD, DEFAULT_USERNAME};
+pub use sim::{LiveConfig, SimBuilder, WapSim, DEFAULT_MAX_CONNECTIONS, DEFAULT_PASSWORD, DEFAULT_USERNAME};

@@ -88,7 +88,9 @@ pub(crate) async fn run(
     inner: Arc<Inner>,
     tls: Option<Acceptor>,
     mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -103,10 +105,18 @@ pub(crate) async fn run(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(limit = max_connections, "connection refused: at the connection limit");
+            if tls.is_none() {
+                tokio::spawn(refuse_connection(tcp, max_connections));
+            }
+            continue;
+        };
         let inner = inner.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let reset = Arc::new(AtomicBool::new(false));
             let stream = ConnStream { inner: tcp, reset: reset.clone() };
             match tls {
@@ -122,6 +132,34 @@ pub(crate) async fn run(
             }
         });
     }
+}
+
+/// Answers a connection past the limit: `503 Service Unavailable` with `Retry-After: 1` and a text body, then
+/// closes it after reading (and discarding) what the client already sent, so the answer is not lost to a reset.
+/// The whole exchange is bounded by one second and 64 KiB.
+async fn refuse_connection(mut stream: TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!("the server is serving its limit of {limit} connections; retry later\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }
 
 async fn serve<I>(io: I, inner: Arc<Inner>, reset: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>)

@@ -167,6 +167,9 @@ impl LiveConfig {
 /// Progress callback: (records generated so far, records asked for).
 type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// Default [`SimBuilder::max_connections`]: connections the simulator serves at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// Configures and starts a [`WapSim`].
 ///
 /// Defaults: bind `127.0.0.1:0`; credentials `usagereader` / `Us4ge-Read`; seed 1; [`DatasetSpec::small`];
@@ -187,6 +190,7 @@ pub struct SimBuilder {
     progress: Option<Progress>,
     /// PEM certificates outbound `https://` calls trust; empty = accept any certificate.
     outbound_roots: Vec<String>,
+    max_connections: usize,
 }
 
 impl fmt::Debug for SimBuilder {
@@ -202,6 +206,7 @@ impl fmt::Debug for SimBuilder {
             .field("faults", &self.faults)
             .field("json_dir", &self.json_dir)
             .field("outbound_roots", &self.outbound_roots.len())
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -222,11 +227,20 @@ impl Default for SimBuilder {
             admin_api_base: "https://wapadmin.sim.test:30004/".into(),
             progress: None,
             outbound_roots: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
 impl SimBuilder {
+    /// How many connections the simulator serves at once (at least 1; default [`DEFAULT_MAX_CONNECTIONS`], 1,024).
+    /// A connection past the limit is answered `503 Service Unavailable` with `Retry-After: 1` and a text body,
+    /// then closed (over TLS it is closed without a handshake).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
     /// The address to listen on (default `127.0.0.1:0`, an ephemeral port).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
@@ -385,7 +399,7 @@ impl SimBuilder {
             tls_pem,
             tls_sha256,
         });
-        let server = tokio::spawn(crate::server::run(listener, inner.clone(), acceptor, rx));
+        let server = tokio::spawn(crate::server::run(listener, inner.clone(), acceptor, rx, self.max_connections));
         inner.tasks.lock().unwrap_or_else(|e| e.into_inner()).server = Some(server);
         Ok(WapSim { _guard: Arc::new(DropGuard(inner.clone())), inner })
     }

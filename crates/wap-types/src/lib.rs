@@ -4,6 +4,8 @@ mod wire;
 
 pub mod approval;
 pub mod auth;
+#[cfg(feature = "body")]
+pub mod body;
 pub mod catalog;
 pub mod collections;
 pub mod cursor;

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use tracing::Instrument;
 use wap_types::rp::{LifecycleState, QuotaUpdateBatch, Subscription};
@@ -286,20 +286,22 @@ impl RpApp {
         if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
             return Err(too_large());
         }
-        let collect = Limited::new(body, limits.max_body_bytes).collect();
-        match tokio::time::timeout(limits.body_read_timeout, collect).await {
+        // One buffer bounded by the limit whatever the chunking (frames are copied and dropped), under one
+        // deadline for the whole body.
+        let read = wap_types::body::read_bounded(body, limits.max_body_bytes);
+        match tokio::time::timeout(limits.body_read_timeout, read).await {
             Err(_) => Err(Box::new(closing(error(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeout",
                 format!("The request body did not arrive within {} ms.", limits.body_read_timeout.as_millis()),
             )))),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+            Ok(Err(wap_types::body::BodyReadError::TooLarge { .. })) => Err(too_large()),
             Ok(Err(e)) => Err(Box::new(closing(error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                format!("The request body could not be read: {}", truncate(&e.to_string(), 200)),
+                truncate(&format!("The request body could not be read: {e}"), 240),
             )))),
-            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(Ok(read)) => Ok(read.into_bytes()),
         }
     }
 

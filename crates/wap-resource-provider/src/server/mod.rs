@@ -77,7 +77,8 @@ impl ServerError {
 /// Builds and starts a resource provider server.
 ///
 /// Defaults: body limit 1 MiB, header and body read timeouts 30 s, `/usage` pages of at most 10,000 records,
-/// `x-ms-principal-id` tolerated when absent, graceful shutdown grace period 10 s.
+/// `x-ms-principal-id` tolerated when absent, graceful shutdown grace period 10 s, at most
+/// [`DEFAULT_MAX_CONNECTIONS`] (1,024) connections served at once.
 pub struct RpServer {
     provider_name: Arc<str>,
     notification: Option<NotificationEndpoint>,
@@ -86,6 +87,7 @@ pub struct RpServer {
     limits: Limits,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    max_connections: usize,
     require_principal_id: bool,
     usage_gap_grace: Duration,
     #[cfg(feature = "rustls")]
@@ -119,6 +121,7 @@ impl RpServer {
             },
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             require_principal_id: false,
             usage_gap_grace: DEFAULT_USAGE_GAP_GRACE,
             #[cfg(feature = "rustls")]
@@ -201,6 +204,14 @@ impl RpServer {
         self
     }
 
+    /// How many connections are served at once (at least 1; default [`DEFAULT_MAX_CONNECTIONS`], 1,024). A
+    /// connection past the limit is answered `503 Service Unavailable` with `Retry-After: 1` and a text body, then
+    /// closed (over TLS it is closed without a handshake).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
     /// How long shutdown waits for requests in flight before closing their connections. Default 10 s.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
@@ -273,6 +284,7 @@ impl RpServer {
         let options = ServeOptions {
             header_read_timeout: self.header_read_timeout,
             shutdown_grace: self.shutdown_grace,
+            max_connections: self.max_connections,
             #[cfg(feature = "rustls")]
             tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
         };
@@ -305,8 +317,40 @@ impl RpServer {
 struct ServeOptions {
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    max_connections: usize,
     #[cfg(feature = "rustls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Default [`RpServer::max_connections`]: connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Answers a connection past [`RpServer::max_connections`]: `503 Service Unavailable` with `Retry-After: 1` and a
+/// text body, then closes it after reading (and discarding) what the client already sent, so the answer is not lost
+/// to a reset. The whole exchange is bounded by one second and 64 KiB.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!("the server is serving its limit of {limit} connections; retry later\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 /// Resolves once shutdown is signalled (or the sender is gone).
@@ -323,6 +367,17 @@ async fn accept_loop(listener: TcpListener, app: RpApp, options: ServeOptions, m
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if connections.len() >= options.max_connections {
+                        tracing::warn!(%peer, limit = options.max_connections, "connection refused: at the connection limit");
+                        #[cfg(feature = "rustls")]
+                        let plain = options.tls.is_none();
+                        #[cfg(not(feature = "rustls"))]
+                        let plain = true;
+                        if plain {
+                            tokio::spawn(refuse_connection(stream, options.max_connections));
+                        }
+                        continue;
+                    }
                     let app = app.clone();
                     let options = Arc::clone(&options);
                     let shutdown = shutdown.clone();
