@@ -7,8 +7,6 @@ pub mod config;
 pub mod handler;
 pub mod identity;
 pub mod lease;
-#[cfg(feature = "sqlite")]
-pub mod ledger;
 mod memory_source;
 pub mod operator;
 pub mod processor;

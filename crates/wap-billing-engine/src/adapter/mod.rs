@@ -188,7 +188,7 @@ impl AdapterBuilder {
         self
     }
 
-    /// A billing system that handles both events and usage (e.g. [`SqliteLedger`](crate::ledger::SqliteLedger)).
+    /// A billing system that handles both events and usage (e.g. `SqliteLedger` of the `wap-billing-ledger` crate).
     pub fn billing_system<B: EventHandler + UsageHandler>(self, billing: Arc<B>) -> Self {
         let events: Arc<dyn EventHandler> = billing.clone();
         let usage: Arc<dyn UsageHandler> = billing;

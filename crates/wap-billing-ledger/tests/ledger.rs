@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wap_billing_engine::ledger::{AccountStanding, SqliteLedger};
+use wap_billing_ledger::{AccountStanding, SqliteLedger};
 use wap_billing_engine::responder::{AddOnApproval, PricingResponder, SubscriptionApproval, SubscriptionApprover};
 use wap_billing_engine::{
     EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use wap_billing_engine::ledger::{AccountStanding, SqliteLedger, LEDGER_VERSION};
+use wap_billing_ledger::{AccountStanding, SqliteLedger, LEDGER_VERSION};
 use wap_billing_engine::responder::{Responder, ResponderConfig, ServerConfig};
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{
