@@ -9,12 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use wap_billing_ledger::{AccountStanding, SqliteLedger, LEDGER_VERSION};
 use wap_billing_engine::responder::{Responder, ResponderConfig, ServerConfig};
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{
     Adapter, AdapterError, ConfigError, ElectionMode, EngineConfig, HealthState, Phase, ProcessorKind,
 };
+use wap_billing_ledger::{AccountStanding, SqliteLedger, LEDGER_VERSION};
 use wap_sim::{CreateSubscription, DatasetSpec, FaultKind, FaultPlan, NotificationSubscriber, WapSim};
 use wap_types::{BasicCredentials, FeedKind, PlanPriceQuery, StringMap, UsageRecord, WapDateTime};
 

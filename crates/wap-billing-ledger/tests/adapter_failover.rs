@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wap_billing_ledger::SqliteLedger;
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{
     Adapter, ElectionMode, EngineConfig, HandlerError, Phase, ProcessorKind, StateStore, UsageBatch, UsageHandler,
 };
+use wap_billing_ledger::SqliteLedger;
 use wap_sim::{DatasetSpec, WapSim};
 use wap_types::FeedKind;
 

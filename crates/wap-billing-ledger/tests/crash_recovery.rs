@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wap_billing_ledger::SqliteLedger;
 use wap_billing_engine::{ProcessorKind, SqliteStore, StateStore};
+use wap_billing_ledger::SqliteLedger;
 use wap_sim::{DatasetSpec, WapSim};
 use wap_types::FeedKind;
 

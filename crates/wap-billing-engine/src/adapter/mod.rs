@@ -41,6 +41,7 @@ pub use self::report::{phase_name, AdapterStatus, FeedReport, Health, HealthStat
 use crate::config::{ConfigError, EngineConfig};
 use crate::handler::{EventHandler, UsageHandler};
 use crate::identity::{IdentityMap, StoreIdentityMap};
+use crate::journal::{InDoubtResolution, Intent};
 use crate::operator::Operator;
 use crate::processor::{EventProcessor, ProcessorHandle, UsageProcessor};
 use crate::source::FeedSource;
@@ -528,6 +529,19 @@ impl Shared {
             None => self.operator.skip(processor, actor, reason).await,
         }
     }
+
+    async fn resolve_in_doubt(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Intent, StoreError> {
+        match self.handle(processor) {
+            Some(h) => h.resolve_in_doubt(resolution, actor, reason).await,
+            None => self.operator.resolve_in_doubt(processor, resolution, actor, reason).await,
+        }
+    }
 }
 
 /// A running billing adapter. Build it with [`Adapter::builder`]; stop it with [`Adapter::shutdown`] (dropping it
@@ -603,6 +617,18 @@ impl Adapter {
     /// Operator `resume` of a halted processor (audited); wakes it when it runs here.
     pub async fn resume(&self, processor: ProcessorKind, actor: &str) -> Result<HaltStatus, StoreError> {
         self.shared.resume(processor, actor).await
+    }
+
+    /// Operator resolution of the intent a processor halted in doubt on (journaled path; audited with `reason`);
+    /// wakes it when it runs here. See [`Operator::resolve_in_doubt`].
+    pub async fn resolve_in_doubt(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Intent, StoreError> {
+        self.shared.resolve_in_doubt(processor, resolution, actor, reason).await
     }
 
     /// Operator `skip` of the event a processor halted on (audited with `reason`); wakes it when it runs here.

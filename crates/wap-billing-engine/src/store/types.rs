@@ -171,6 +171,10 @@ pub enum HaltReason {
     InvalidItem,
     /// The event stayed PendingApproval longer than `PendingApprovalMaxWaitSeconds`.
     PendingApprovalTimeout,
+    /// A journaled billing call whose outcome nobody knows: the handler's reconcile answered `Unknown` (or kept
+    /// failing). The halt names the open [`Intent`](crate::journal::Intent); an operator resolves it with
+    /// [`Operator::resolve_in_doubt`](crate::Operator::resolve_in_doubt).
+    InDoubt,
     /// A reason written by a newer version of the engine.
     Other(String),
 }
@@ -182,6 +186,7 @@ impl HaltReason {
             HaltReason::HandlerFailed => "handler_failed",
             HaltReason::InvalidItem => "invalid_item",
             HaltReason::PendingApprovalTimeout => "pending_approval_timeout",
+            HaltReason::InDoubt => "in_doubt",
             HaltReason::Other(s) => s,
         }
     }
@@ -192,6 +197,7 @@ impl HaltReason {
             "handler_failed" => HaltReason::HandlerFailed,
             "invalid_item" => HaltReason::InvalidItem,
             "pending_approval_timeout" => HaltReason::PendingApprovalTimeout,
+            "in_doubt" => HaltReason::InDoubt,
             other => HaltReason::Other(other.to_owned()),
         }
     }
@@ -274,6 +280,8 @@ pub enum AuditAction {
     IdentitySet,
     /// An identity mapping was deleted.
     IdentityDelete,
+    /// An operator resolved an in-doubt intent (applied / send again / skip).
+    Resolve,
     /// An action written by a newer version of the engine.
     Other(String),
 }
@@ -287,6 +295,7 @@ impl AuditAction {
             AuditAction::Skip => "skip",
             AuditAction::IdentitySet => "identity_set",
             AuditAction::IdentityDelete => "identity_delete",
+            AuditAction::Resolve => "resolve",
             AuditAction::Other(s) => s,
         }
     }
@@ -299,6 +308,7 @@ impl AuditAction {
             "skip" => AuditAction::Skip,
             "identity_set" => AuditAction::IdentitySet,
             "identity_delete" => AuditAction::IdentityDelete,
+            "resolve" => AuditAction::Resolve,
             other => AuditAction::Other(other.to_owned()),
         }
     }

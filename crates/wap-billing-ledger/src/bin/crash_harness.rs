@@ -15,9 +15,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wap_billing_ledger::SqliteLedger;
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{Adapter, ElectionMode, EngineConfig, Phase, SqliteStore};
+use wap_billing_ledger::SqliteLedger;
 
 #[derive(Debug)]
 struct Args {
