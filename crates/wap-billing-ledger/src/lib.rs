@@ -30,6 +30,7 @@
 //! record (named with [`HandlerError::for_record`], so a halt and an operator `skip` concern that record only);
 //! deleted plans and subscriptions are kept, marked deleted, so their invoices stay readable.
 
+mod append_only;
 mod approval;
 mod invoice;
 mod schema;
@@ -46,6 +47,7 @@ use wap_types::{
     AdminSubscription, FeedKind, Plan, PlanAddon, PlanAddonReference, ResourceProviderReference, UsageRecord,
 };
 
+pub use self::append_only::{AppendOnlyLedger, AppendOnlyStats, LineTotal, UsageCall, APPEND_ONLY_LEDGER_VERSION};
 pub use self::approval::LedgerApprover;
 pub use self::invoice::{Invoice, InvoiceAddOn, InvoiceUsage};
 use wap_billing_engine::handler::{

@@ -47,12 +47,31 @@ pub(super) struct JournaledUnit {
     pub(super) operation: String,
 }
 
-/// The fail point of the crash test: with `WAP_BILLING_FAIL_POINT=after_billing_call` in the environment, the
-/// engine prints `FAIL POINT after_billing_call <first>..=<last>` on stdout after a journaled billing call returned
-/// `Ok` and before its outcome is committed, then parks there until killed. Read once per process.
+/// The fail point of the crash test: with `WAP_BILLING_FAIL_POINT=after_billing_call` (or
+/// `after_billing_call@N`: at the N-th journaled call of the process) in the environment, the engine prints
+/// `FAIL POINT after_billing_call <first>..=<last>` on stdout after a journaled billing call returned `Ok` and before
+/// its outcome is committed, then parks there (until killed). The variable is read once per process.
 fn park_after_billing_call() -> bool {
-    static ARMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ARMED.get_or_init(|| std::env::var("WAP_BILLING_FAIL_POINT").is_ok_and(|v| v == "after_billing_call"))
+    static ARMED_AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let armed_at = *ARMED_AT.get_or_init(|| {
+        let value = std::env::var("WAP_BILLING_FAIL_POINT").ok()?;
+        let rest = value.strip_prefix("after_billing_call")?;
+        match rest.strip_prefix('@') {
+            None if rest.is_empty() => Some(1),
+            Some(n) => n.parse().ok(),
+            None => None,
+        }
+    });
+    let Some(at) = armed_at else { return false };
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == at
+}
+
+fn announce_fail_point(first: i64, last: i64) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "FAIL POINT after_billing_call {first}..={last}");
+    let _ = out.flush();
 }
 
 impl Processor {
@@ -106,7 +125,7 @@ impl Processor {
                 let error = match call(call_no).await {
                     Ok(()) => {
                         if park_after_billing_call() {
-                            println!("FAIL POINT after_billing_call {first}..={last}");
+                            announce_fail_point(first, last);
                             std::future::pending::<()>().await;
                         }
                         self.forget_unit(feed, first);

@@ -1,10 +1,17 @@
-//! `wap-billing-crash-harness`: an adapter with the reference ledger, pulling from a Usage Service, for the
-//! crash-recovery test (`tests/crash_recovery.rs` kills it with SIGKILL and restarts it) and for experiments.
+//! `wap-billing-crash-harness`: an adapter with the reference ledger (or, with `--billing append-only`, the
+//! [`AppendOnlyLedger`](wap_billing_ledger::AppendOnlyLedger) on the engine's journaled path), pulling from a
+//! Usage Service, for the crash-recovery test (`tests/crash_recovery.rs` kills it with SIGKILL and restarts it) and
+//! for experiments.
 //!
 //! ```sh
 //! wap-billing-crash-harness --url http://127.0.0.1:PORT/ --user usagereader --password '...' \
-//!     --state /tmp/state.db --ledger /tmp/ledger.db [--batch 1000] [--exit-when-caught-up]
+//!     --state /tmp/state.db --ledger /tmp/ledger.db [--batch 1000] [--exit-when-caught-up] \
+//!     [--billing idempotent|append-only] [--fail-after-commit-every N]
 //! ```
+//!
+//! `WAP_BILLING_FAIL_POINT=after_billing_call@N` in the environment parks the N-th journaled billing call between
+//! the billing system's commit and the engine's (printing `FAIL POINT after_billing_call <range>` on stdout), for
+//! the test to kill it there.
 //!
 //! Runs with `LeaderElectionMode = SingleInstance` (a restart takes the lease at once), a 200 ms sync interval and
 //! short retry sleeps. With `--exit-when-caught-up` it stops gracefully once both processors are caught up and
@@ -17,7 +24,7 @@ use std::time::Duration;
 
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{Adapter, ElectionMode, EngineConfig, Phase, SqliteStore};
-use wap_billing_ledger::SqliteLedger;
+use wap_billing_ledger::{AppendOnlyLedger, SqliteLedger};
 
 #[derive(Debug)]
 struct Args {
@@ -28,6 +35,8 @@ struct Args {
     ledger: String,
     batch: u32,
     exit_when_caught_up: bool,
+    append_only: bool,
+    fail_after_commit_every: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +44,8 @@ fn parse_args() -> Result<Args, String> {
     let (mut url, mut user, mut password, mut state, mut ledger) = (None, None, None, None, None);
     let mut batch = 1_000;
     let mut exit_when_caught_up = false;
+    let mut append_only = false;
+    let mut fail_after_commit_every = 0;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -45,6 +56,17 @@ fn parse_args() -> Result<Args, String> {
             "--ledger" => ledger = Some(value()?),
             "--batch" => batch = value()?.parse().map_err(|_| "--batch needs a number".to_owned())?,
             "--exit-when-caught-up" => exit_when_caught_up = true,
+            "--billing" => {
+                append_only = match value()?.as_str() {
+                    "idempotent" => false,
+                    "append-only" => true,
+                    other => return Err(format!("--billing {other:?}: idempotent or append-only")),
+                }
+            }
+            "--fail-after-commit-every" => {
+                fail_after_commit_every =
+                    value()?.parse().map_err(|_| "--fail-after-commit-every needs a number".to_owned())?
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -57,6 +79,8 @@ fn parse_args() -> Result<Args, String> {
         ledger: need(ledger, "--ledger")?,
         batch,
         exit_when_caught_up,
+        append_only,
+        fail_after_commit_every,
     })
 }
 
@@ -88,34 +112,63 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .wap_retry_max(Duration::from_secs(2))
         .batch_size(args.batch)
         .build()?;
-    let ledger = Arc::new(SqliteLedger::open(&args.ledger).await?);
     let store = Arc::new(SqliteStore::open(&args.state).await?);
-    let client = UsageClient::builder().base_url(&args.url).credentials(args.user, args.password);
-    let adapter = Adapter::builder(config)
-        .usage_service(client)
-        .state_store(store)
-        .billing_system(Arc::clone(&ledger))
-        .billing_system_version(ledger.version())
-        .start()
-        .await?;
-    if !args.exit_when_caught_up {
+    let client = UsageClient::builder().base_url(&args.url).credentials(args.user.clone(), args.password.clone());
+    let builder = Adapter::builder(config).usage_service(client).state_store(store);
+    if args.append_only {
+        let ledger =
+            Arc::new(AppendOnlyLedger::open(&args.ledger)?.fail_after_commit_every(args.fail_after_commit_every));
+        let adapter =
+            builder.billing_system(Arc::clone(&ledger)).billing_system_version(ledger.version()).start().await?;
+        return finish(adapter, args.exit_when_caught_up, || {
+            let stats = ledger.stats();
+            Ok(format!(
+                "caught up: append-only ledger covers usage up to {}; this run appended {} usage calls ({} failed \
+                 after committing) and {} event lines, answered {} reconciles",
+                ledger.usage_progress()?,
+                stats.usage_calls,
+                stats.failed_after_commit,
+                stats.event_calls,
+                stats.reconciles
+            ))
+        })
+        .await;
+    }
+    let ledger = Arc::new(SqliteLedger::open(&args.ledger).await?);
+    let adapter = builder.billing_system(Arc::clone(&ledger)).billing_system_version(ledger.version()).start().await?;
+    let usage = ledger.usage_count().await?;
+    finish(adapter, args.exit_when_caught_up, || {
+        let stats = ledger.stats();
+        Ok(format!(
+            "caught up: {usage} usage records in the ledger at start; this run stored {} and ignored {} repeated, \
+             applied {} events and ignored {} repeated",
+            stats.usage_records_stored, stats.usage_records_repeated, stats.events_applied, stats.events_repeated
+        ))
+    })
+    .await
+}
+
+type Summary<'a> = Box<dyn FnOnce() -> Result<String, Box<dyn std::error::Error>> + 'a>;
+
+async fn finish<'a>(
+    adapter: Adapter,
+    exit_when_caught_up: bool,
+    summary: impl FnOnce() -> Result<String, Box<dyn std::error::Error>> + 'a,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let summary: Summary<'a> = Box::new(summary);
+    if !exit_when_caught_up {
         adapter.run_until_signal().await;
         return Ok(ExitCode::SUCCESS);
     }
     let statuses = adapter.wait_caught_up(Duration::from_secs(600)).await?;
     let halted: Vec<_> = statuses.iter().filter_map(|s| s.halt.as_ref()).map(ToString::to_string).collect();
-    let usage = ledger.usage_count().await?;
-    let stats = ledger.stats();
+    let reconciled: u64 = statuses.iter().map(|s| s.intents_reconciled).sum();
     adapter.shutdown().await;
     if !halted.is_empty() {
         eprintln!("halted: {}", halted.join("; "));
         return Ok(ExitCode::from(1));
     }
     debug_assert!(statuses.iter().all(|s| s.phase == Phase::CaughtUp));
-    println!(
-        "caught up: {usage} usage records in the ledger; this run stored {} and ignored {} repeated, applied {} \
-         events and ignored {} repeated",
-        stats.usage_records_stored, stats.usage_records_repeated, stats.events_applied, stats.events_repeated
-    );
+    println!("{}; reconciled {reconciled} open intents at start", summary()?);
     Ok(ExitCode::SUCCESS)
 }
