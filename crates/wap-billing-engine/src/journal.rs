@@ -86,8 +86,8 @@ pub struct Intent {
     pub last_event_id: i64,
     /// How many records or events the call covers.
     pub records: u64,
-    /// What the call does: `usage` (records), `usage_lines` (aggregated lines), or `<feed>.<verb>` for an event
-    /// (e.g. `subscriptions.created`).
+    /// What the call does: `usage` (records), `usage_lines` (aggregated lines), or `<feed>.<Method>` for an
+    /// event (e.g. `subscriptions.POST`).
     pub operation: String,
     /// The token the handler stores on what it creates, so that `reconcile` can find it: by default
     /// [`Intent::default_token`]; a handler may choose its own (`intent_token`).
