@@ -28,6 +28,9 @@ enum Lookup {
     Unknown,
 }
 
+/// A line as received: subscription, quantity, records, first and last `EventId`.
+type LineSeen = (String, f64, u64, i64, i64);
+
 /// Appends every call (a repeat bills twice); can fail after committing; reconciles by token.
 #[derive(Debug)]
 struct NonDedup {
@@ -37,7 +40,7 @@ struct NonDedup {
     /// Usage ids billed, with repeats.
     billed: Mutex<Vec<i64>>,
     /// Lines received (PerMeter).
-    lines: Mutex<Vec<(String, f64, u64, i64, i64)>>,
+    lines: Mutex<Vec<LineSeen>>,
     /// Event ids billed, with repeats.
     events: Mutex<Vec<i64>>,
     /// Call numbers (1-based over all calls) that commit and then fail.
