@@ -116,7 +116,8 @@ struct Counters {
     reconciles: AtomicU64,
 }
 
-/// A billing system that appends on every call and cannot deduplicate (see the [module docs](self)). Implements
+/// A billing system that appends on every call and cannot deduplicate: a repeated call bills twice; `reconcile`
+/// looks the intent token up (none: not applied, one: applied, more: unknown). Implements
 /// [`EventHandler`] and [`UsageHandler`] with [`Delivery::Journaled`] and [`UsageShape::PerMeter`] (monthly).
 #[derive(Clone)]
 pub struct AppendOnlyLedger {
