@@ -1,5 +1,5 @@
 //! `wap-billing-crash-harness`: an adapter with the reference ledger (or, with `--billing append-only`, the
-//! [`AppendOnlyLedger`](wap_billing_ledger::AppendOnlyLedger) on the engine's journaled path), pulling from a
+//! `AppendOnlyLedger` on the engine's journaled path), pulling from a
 //! Usage Service, for the crash-recovery test (`tests/crash_recovery.rs` kills it with SIGKILL and restarts it) and
 //! for experiments.
 //!
