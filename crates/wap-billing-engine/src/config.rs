@@ -99,6 +99,10 @@ pub struct EngineConfig {
     /// `InstanceId` (project key): this instance's lease holder name; default host name + process id + random
     /// suffix, unique per process.
     pub instance_id: String,
+    /// `HandlerTimeoutMilliseconds` (project key, 25 s): the longest one billing-side call may take. Each call's
+    /// deadline is the earlier of this and the end of the lease as this instance knows it, so a call never
+    /// outlives its lease; a call cut at its deadline spends an attempt.
+    pub handler_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -126,6 +130,7 @@ impl Default for EngineConfig {
             allow_unexpected_billing_system_version: false,
             election_mode: ElectionMode::Elect,
             instance_id: default_instance_id(),
+            handler_timeout: Duration::from_millis(25_000),
         }
     }
 }
@@ -169,27 +174,48 @@ impl EngineConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        // A value that would make a loop spin (a zero sleep or TTL) or never end is refused with its key.
+        let key = |key: &str, value: String, reason: &str| {
+            Err(ConfigError::InvalidValue { key: key.to_owned(), value, reason: reason.to_owned() })
+        };
+        let ms = |d: Duration| d.as_millis().to_string();
         if self.retry_max_attempts == 0 {
-            return bad("RetryMaxAttempts must be at least 1");
+            return key("RetryMaxAttempts", "0".into(), "must be at least 1");
         }
-        if self.wap_retry_initial.is_zero() || self.wap_retry_initial > self.wap_retry_max {
-            return bad("WapRetryInitialMilliseconds must be > 0 and <= WapRetryMaxMilliseconds");
+        if self.retry_sleep.is_zero() {
+            return key("RetrySleepMilliseconds", ms(self.retry_sleep), "must be > 0 (0 retries without pause)");
+        }
+        if self.wap_retry_initial.is_zero() {
+            return key("WapRetryInitialMilliseconds", ms(self.wap_retry_initial), "must be > 0");
+        }
+        if self.wap_retry_initial > self.wap_retry_max {
+            return key(
+                "WapRetryInitialMilliseconds",
+                ms(self.wap_retry_initial),
+                "must be <= WapRetryMaxMilliseconds",
+            );
         }
         if self.lease_ttl < Duration::from_millis(20) {
-            return bad("LeaseTtlMilliseconds must be at least 20");
+            return key("LeaseTtlMilliseconds", ms(self.lease_ttl), "must be at least 20");
         }
         if self.sync_interval.is_zero() {
-            return bad("SyncIntervalMilliseconds must be > 0");
+            return key("SyncIntervalMilliseconds", ms(self.sync_interval), "must be > 0");
+        }
+        if self.handler_timeout.is_zero() {
+            return key("HandlerTimeoutMilliseconds", ms(self.handler_timeout), "must be > 0");
         }
         if self.pricing_responder_enabled && !self.subscription_responder_enabled {
-            return bad("PricingResponderEnabled needs SubscriptionResponderEnabled");
+            return key("PricingResponderEnabled", "true".into(), "needs SubscriptionResponderEnabled");
         }
         if self.instance_id.trim().is_empty() {
-            return bad("InstanceId must not be empty");
+            return key("InstanceId", self.instance_id.clone(), "must not be empty");
         }
         if self.pending_approval_warn > self.pending_approval_max_wait {
-            return bad("PendingApprovalWarnSeconds must not exceed PendingApprovalMaxWaitSeconds");
+            return key(
+                "PendingApprovalWarnSeconds",
+                self.pending_approval_warn.as_secs().to_string(),
+                "must not exceed PendingApprovalMaxWaitSeconds",
+            );
         }
         Ok(())
     }
@@ -249,6 +275,8 @@ impl EngineConfigBuilder {
         allow_unexpected_billing_system_version: bool,
         /// `LeaderElectionMode`.
         election_mode: ElectionMode,
+        /// `HandlerTimeoutMilliseconds`.
+        handler_timeout: Duration,
     }
 
     /// `StateDatabaseUrl`.
@@ -347,6 +375,7 @@ impl EngineConfigBuilder {
                 }
             }
             "instanceid" => c.instance_id = v.to_owned(),
+            "handlertimeoutmilliseconds" => c.handler_timeout = ms()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -426,6 +455,23 @@ mod tests {
             .wap_retry_max(Duration::from_secs(1))
             .build()
             .is_err());
+    }
+
+    #[test]
+    fn settings_that_make_loops_spin_are_refused_with_their_key() {
+        for (k, v) in [
+            ("RetrySleepMilliseconds", "0"),
+            ("WapRetryInitialMilliseconds", "0"),
+            ("LeaseTtlMilliseconds", "0"),
+            ("SyncIntervalMilliseconds", "0"),
+            ("HandlerTimeoutMilliseconds", "0"),
+        ] {
+            let mut b = EngineConfig::builder();
+            assert!(b.set(k, v).unwrap());
+            let e = b.build().unwrap_err();
+            assert!(matches!(&e, ConfigError::InvalidValue { key, .. } if key == k), "{k}: {e}");
+            assert!(e.to_string().contains(k), "{e}");
+        }
     }
 
     #[test]

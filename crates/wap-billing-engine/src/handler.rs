@@ -21,7 +21,12 @@
 //!
 //! What the engine guarantees in return: an event it has committed is never delivered again; events of one feed
 //! arrive one at a time in ascending `EventId`; Rejected events (NotificationState 1) never arrive; a handler call
-//! is dropped (cancelled at its next `.await`) the moment the instance loses its lease.
+//! is dropped (cancelled at its next `.await`) the moment the instance loses its lease, and at its deadline
+//! ([`EventContext::deadline`]), which ends before the lease could expire; a new leader that took over a lease
+//! its holder did not release waits for that deadline before its first call. A panicking handler halts its
+//! processor on the event (the panic message is in the halt). The call carries the lease generation
+//! ([`EventContext::generation`]): a billing system that keeps it can refuse a deposed leader outright (see
+//! docs/operations.md, "Fencing").
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -113,7 +118,16 @@ pub struct EventContext<'a> {
     /// instances), when an identity map is configured.
     pub billing_id: Option<String>,
     /// The identity map, when configured (to map users, parents, or to record a new mapping after a create).
+    /// Writes through it are fenced: they are refused ([`StoreError::Fenced`](crate::StoreError::Fenced)) once
+    /// this instance has lost the lease it holds under [`EventContext::generation`].
     pub identity: Option<Arc<dyn IdentityMap>>,
+    /// The lease generation (fencing token) this call runs under. A billing system that can store it should
+    /// refuse a write carrying a lower generation than one it has seen: that writer was deposed.
+    pub generation: i64,
+    /// When this call is cut (dropped at its next `.await`): the earlier of `HandlerTimeoutMilliseconds` and the
+    /// end of the lease as this instance knows it. Pass it on to the billing system's client as its timeout;
+    /// blocking work spawned by the handler is not stopped by the engine and must honour it itself.
+    pub deadline: tokio::time::Instant,
 }
 
 impl fmt::Debug for EventContext<'_> {
@@ -125,6 +139,7 @@ impl fmt::Debug for EventContext<'_> {
             .field("entity_parent_id", &self.entity_parent_id)
             .field("attempt", &self.attempt)
             .field("billing_id", &self.billing_id)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -293,9 +308,23 @@ pub struct UsageBatch<'a> {
     pub records: &'a [UsageRecord],
     /// Which call this is for the batch's first record in this run: 1, 2, …
     pub attempt: u32,
+    /// The lease generation (fencing token) this call runs under (see [`EventContext::generation`]).
+    pub generation: i64,
+    /// When this call is cut (see [`EventContext::deadline`]).
+    pub deadline: tokio::time::Instant,
 }
 
-impl UsageBatch<'_> {
+impl<'a> UsageBatch<'a> {
+    /// A batch outside the engine (tests, tools): generation 0, no practical deadline (a year from now).
+    pub fn new(records: &'a [UsageRecord], attempt: u32) -> Self {
+        UsageBatch {
+            records,
+            attempt,
+            generation: 0,
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(365 * 86_400),
+        }
+    }
+
     /// The first record's `EventId`.
     pub fn first_event_id(&self) -> i64 {
         self.records.first().map_or(0, |r| r.event_id)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::store::{IdentityKind, IdentityMapping, StateStore, StoreError};
+use crate::store::{Fence, IdentityKind, IdentityMapping, StateStore, StoreError};
 
 /// A WAP id ↔ billing id map that operators can edit.
 #[async_trait]
@@ -32,6 +32,77 @@ pub trait IdentityMap: Send + Sync + fmt::Debug + 'static {
 
     /// All mappings of a kind.
     async fn list(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError>;
+
+    /// [`IdentityMap::set`] by a handler under `fence`: a map that can check the fence in the same transaction
+    /// refuses the write ([`StoreError::Fenced`]) once the lease is lost. The default does not check (a map kept
+    /// outside the state store cannot): it calls [`IdentityMap::set`] with the fence's holder as actor.
+    async fn set_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+    ) -> Result<(), StoreError> {
+        self.set(kind, wap_id, billing_id, &fence.holder).await
+    }
+
+    /// [`IdentityMap::remove`] by a handler under `fence` (see [`IdentityMap::set_fenced`]).
+    async fn remove_fenced(&self, fence: &Fence, kind: IdentityKind, wap_id: &str) -> Result<bool, StoreError> {
+        self.remove(kind, wap_id, &fence.holder).await
+    }
+}
+
+/// The identity map as a handler sees it ([`EventContext::identity`](crate::EventContext::identity)): reads go to
+/// the configured map; writes carry the fence of the call's term, so a deposed leader's handler cannot change the
+/// map (with [`StoreIdentityMap`]; see [`IdentityMap::set_fenced`]). The `actor` a handler passes is replaced by
+/// the instance id (the fence's holder).
+#[derive(Debug)]
+pub(crate) struct FencedIdentityMap {
+    inner: Arc<dyn IdentityMap>,
+    fence: Fence,
+}
+
+impl FencedIdentityMap {
+    pub(crate) fn new(inner: Arc<dyn IdentityMap>, fence: Fence) -> Self {
+        FencedIdentityMap { inner, fence }
+    }
+}
+
+#[async_trait]
+impl IdentityMap for FencedIdentityMap {
+    async fn billing_id(&self, kind: IdentityKind, wap_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.billing_id(kind, wap_id).await
+    }
+
+    async fn wap_id(&self, kind: IdentityKind, billing_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.wap_id(kind, billing_id).await
+    }
+
+    async fn set(&self, kind: IdentityKind, wap_id: &str, billing_id: &str, _actor: &str) -> Result<(), StoreError> {
+        self.inner.set_fenced(&self.fence, kind, wap_id, billing_id).await
+    }
+
+    async fn remove(&self, kind: IdentityKind, wap_id: &str, _actor: &str) -> Result<bool, StoreError> {
+        self.inner.remove_fenced(&self.fence, kind, wap_id).await
+    }
+
+    async fn list(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
+        self.inner.list(kind).await
+    }
+
+    async fn set_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.set_fenced(fence, kind, wap_id, billing_id).await
+    }
+
+    async fn remove_fenced(&self, fence: &Fence, kind: IdentityKind, wap_id: &str) -> Result<bool, StoreError> {
+        self.inner.remove_fenced(fence, kind, wap_id).await
+    }
 }
 
 /// The identity map kept in the engine's [`StateStore`] (table `identity_map`; every change is audited).
@@ -67,5 +138,19 @@ impl IdentityMap for StoreIdentityMap {
 
     async fn list(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
         self.store.identities(kind).await
+    }
+
+    async fn set_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+    ) -> Result<(), StoreError> {
+        self.store.set_identity_fenced(fence, kind, wap_id, billing_id, Utc::now()).await
+    }
+
+    async fn remove_fenced(&self, fence: &Fence, kind: IdentityKind, wap_id: &str) -> Result<bool, StoreError> {
+        self.store.delete_identity_fenced(fence, kind, wap_id, Utc::now()).await
     }
 }

@@ -33,8 +33,10 @@
 //! not split at a failing record on this path (a partial apply must be reconciled as a whole).
 //!
 //! What the guarantee needs from the handler: the billing call must not land after the engine gave it up. The
-//! engine drops a call when its lease is lost; a call already on the wire must finish (or time out) within the
-//! lease TTL (`LeaseTtlMilliseconds`), because the next leader reconciles only after the lease expired.
+//! engine cuts a call at its deadline (`HandlerTimeoutMilliseconds`, or the local end of the lease) and drops it
+//! when the lease is lost, and a leader that took over an unreleased lease waits out the previous holder's call
+//! deadline before it reconciles; a request already on the wire must therefore time out within
+//! `HandlerTimeoutMilliseconds` (set the billing client's timeout below it).
 
 use std::fmt;
 

@@ -37,16 +37,63 @@ impl Leadership {
     }
 }
 
+/// What the processor needs to know about the lease besides the fence: until when it is held for sure (the local
+/// deadline, on this process's monotonic clock) and until when a new leader must wait before its first billing call.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaseTimes {
+    inner: Arc<Mutex<LeaseTimesInner>>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseTimesInner {
+    deadline: Option<Instant>,
+    first_call_not_before: Option<Instant>,
+    conflict: Option<String>,
+}
+
+impl LeaseTimes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseTimesInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The local deadline of the lease: no later than the store's expiry as long as clocks run at the same rate.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.lock().deadline
+    }
+
+    /// A new leader that took the lease over from a holder that did not release it waits until then before its
+    /// first billing call (the old holder's calls end at their deadline at the latest).
+    pub(crate) fn first_call_not_before(&self) -> Option<Instant> {
+        self.lock().first_call_not_before
+    }
+
+    /// Why this instance cannot take the lease although it is free for it (a duplicate `InstanceId`).
+    pub(crate) fn conflict(&self) -> Option<String> {
+        self.lock().conflict.clone()
+    }
+}
+
 /// Acquires and renews one processor's lease and publishes [`Leadership`] on a watch channel.
+///
+/// Renewal starts after a third of the TTL and is retried (every TTL/10) until the local deadline; a renewal
+/// that answers late still counts, and after a lost deadline the elector first tries to **reclaim** its own
+/// generation (a renewal under the old fence) before it acquires anew, so a slow store does not bump the
+/// generation on every round (leadership does not flap).
+///
+/// A live lease held under this instance's own `InstanceId` with a generation this elector did not acquire means
+/// another process runs with the same `InstanceId`: the elector refuses to take it (it would depose the other
+/// process, which then deposes this one, forever), logs an error and reports it in the processor's status.
 #[derive(Debug)]
 pub struct LeaderElector {
     store: Arc<dyn StateStore>,
     processor: ProcessorKind,
     holder: String,
     ttl: Duration,
+    call_timeout: Duration,
     mode: ElectionMode,
     tx: watch::Sender<Leadership>,
     held: Mutex<Option<Fence>>,
+    times: LeaseTimes,
 }
 
 impl LeaderElector {
@@ -57,9 +104,11 @@ impl LeaderElector {
             processor,
             holder: config.instance_id.clone(),
             ttl: config.lease_ttl,
+            call_timeout: config.handler_timeout,
             mode: config.election_mode,
             tx: watch::Sender::new(Leadership::Standby),
             held: Mutex::new(None),
+            times: LeaseTimes::default(),
         }
     }
 
@@ -73,6 +122,16 @@ impl LeaderElector {
         self.tx.borrow().clone()
     }
 
+    /// The local lease deadline, takeover wait and conflict, shared with the processor.
+    pub(crate) fn times(&self) -> LeaseTimes {
+        self.times.clone()
+    }
+
+    /// Why the lease cannot be taken although it is this instance's to take (a duplicate `InstanceId`).
+    pub fn conflict(&self) -> Option<String> {
+        self.times.conflict()
+    }
+
     /// How often a standby instance tries to acquire.
     fn retry_period(&self) -> Duration {
         (self.ttl / 4).max(Duration::from_millis(5))
@@ -80,6 +139,9 @@ impl LeaderElector {
 
     fn publish(&self, leadership: Leadership) {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = leadership.fence().cloned();
+        if leadership.fence().is_none() {
+            self.times.lock().deadline = None;
+        }
         self.tx.send_if_modified(|current| {
             if *current == leadership {
                 false
@@ -90,26 +152,77 @@ impl LeaderElector {
         });
     }
 
+    fn set_conflict(&self, conflict: Option<String>) {
+        let mut times = self.times.lock();
+        if times.conflict != conflict {
+            if let Some(c) = &conflict {
+                tracing::error!(processor = %self.processor, holder = %self.holder, "{c}");
+            }
+            times.conflict = conflict;
+        }
+    }
+
     /// Runs the election forever (drop the future to stop; then call [`LeaderElector::release`]).
     pub async fn run(&self) {
         let mut first = true;
+        // The fence of the last term: reclaimed by a renewal when the local deadline passed but the store still
+        // has it (a slow renewal), so the generation is not bumped.
+        let mut last: Option<Fence> = None;
         loop {
             let asked_at = Instant::now();
+            if let Some(fence) = last.clone() {
+                match self.store.renew_lease(&fence, self.ttl).await {
+                    Ok(true) => {
+                        tracing::info!(processor = %self.processor, generation = fence.generation, "lease reclaimed under the same generation");
+                        self.lead(&fence, asked_at, None).await;
+                        continue;
+                    }
+                    Ok(false) => last = None,
+                    Err(e) => {
+                        tracing::warn!(processor = %self.processor, error = %e, "lease renewal failed; retrying");
+                        sleep(self.retry_period()).await;
+                        continue;
+                    }
+                }
+            }
             let steal = first && self.mode == ElectionMode::SingleInstance;
+            // Who held it before: a holder that did not release its lease may still be inside a billing call
+            // until that call's deadline.
+            let previous = match self.store.lease(self.processor).await {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::warn!(processor = %self.processor, error = %e, "lease read failed; retrying");
+                    self.publish(Leadership::Standby);
+                    sleep(self.retry_period()).await;
+                    continue;
+                }
+            };
             match self.store.try_acquire_lease(self.processor, &self.holder, self.ttl, steal).await {
                 Ok(Some(lease)) => {
                     first = false;
+                    self.set_conflict(None);
                     let fence =
                         Fence { processor: self.processor, holder: self.holder.clone(), generation: lease.generation };
+                    let unreleased = previous.as_ref().is_some_and(|p| p.holder.is_some() && p.generation > 0);
+                    let wait = unreleased.then(|| asked_at + self.call_timeout.min(self.ttl));
                     tracing::info!(processor = %self.processor, holder = %self.holder, generation = lease.generation, steal, "lease acquired");
-                    self.publish(Leadership::Leader(fence.clone()));
-                    self.hold(&fence, asked_at + self.ttl).await;
-                    tracing::warn!(processor = %self.processor, holder = %self.holder, generation = fence.generation, "lease lost; processing stopped");
-                    self.publish(Leadership::Standby);
+                    self.lead(&fence, asked_at, wait).await;
+                    last = Some(fence);
                 }
                 Ok(None) => {
                     first = false;
                     self.publish(Leadership::Standby);
+                    let duplicate = previous
+                        .as_ref()
+                        .and_then(|p| (p.holder.as_deref() == Some(self.holder.as_str())).then_some(p.generation));
+                    self.set_conflict(duplicate.map(|generation| {
+                        format!(
+                            "the {} lease is held under this instance's InstanceId {:?} (generation {generation}) by \
+                             another process: two instances share one InstanceId (give each a unique one), or this \
+                             instance's previous process still holds it until its TTL ends; not taking it",
+                            self.processor, self.holder
+                        )
+                    }));
                     sleep(self.retry_period()).await;
                 }
                 Err(e) => {
@@ -121,10 +234,24 @@ impl LeaderElector {
         }
     }
 
+    /// Leads under `fence` until the lease is lost.
+    async fn lead(&self, fence: &Fence, asked_at: Instant, first_call_not_before: Option<Instant>) {
+        {
+            let mut times = self.times.lock();
+            times.deadline = Some(asked_at + self.ttl);
+            times.first_call_not_before = first_call_not_before;
+        }
+        self.publish(Leadership::Leader(fence.clone()));
+        self.hold(fence, asked_at + self.ttl).await;
+        tracing::warn!(processor = %self.processor, holder = %self.holder, generation = fence.generation, "lease lost; processing stopped");
+        self.publish(Leadership::Standby);
+    }
+
     /// Renews until the lease is lost; returns when it is.
     async fn hold(&self, fence: &Fence, mut deadline: Instant) {
         loop {
-            let renew_at = deadline.checked_sub(self.ttl / 2).unwrap_or(deadline);
+            // Renew early: after a third of the TTL, leaving two thirds for a slow store and retries.
+            let renew_at = deadline.checked_sub(self.ttl * 2 / 3).unwrap_or(deadline);
             sleep_until(renew_at).await;
             loop {
                 let asked_at = Instant::now();
@@ -138,6 +265,7 @@ impl LeaderElector {
                 match outcome {
                     Ok(true) => {
                         deadline = asked_at + self.ttl;
+                        self.times.lock().deadline = Some(deadline);
                         break;
                     }
                     Ok(false) => return,

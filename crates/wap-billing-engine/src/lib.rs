@@ -33,8 +33,9 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, IdentityKind,
-    IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget,
+    IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, StateStore,
+    StoreError,
 };
 pub use usage_lines::{UsageLine, UsageLines, UsagePeriod, UsageShape};
 pub use usage_service::UsageServiceSource;

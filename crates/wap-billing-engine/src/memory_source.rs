@@ -97,6 +97,11 @@ impl MemorySource {
         }
     }
 
+    /// Drops the failures still queued by [`MemorySource::fail_next`].
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
     /// Caps every page at `max` items whatever `batchSize` asks (a server-side `MaximumBatchSize`).
     pub fn set_max_page(&self, max: Option<usize>) {
         self.lock().max_page = max;

@@ -11,7 +11,7 @@ use wap_types::FeedKind;
 
 use crate::identity::StoreIdentityMap;
 use crate::journal::{InDoubtResolution, Intent};
-use crate::store::{AuditEntry, FeedCursor, HaltStatus, ProcessorKind, StateStore, StoreError};
+use crate::store::{AuditEntry, FeedCursor, HaltStatus, HaltTarget, ProcessorKind, StateStore, StoreError};
 
 /// Operator commands on a state store.
 #[derive(Debug, Clone)]
@@ -31,18 +31,62 @@ impl Operator {
     }
 
     /// `resume`: the processor retries the halted event with a fresh attempt budget (a PendingApproval timeout
-    /// waits again). Audited. Returns the halt that was cleared.
+    /// waits again). Audited. Returns the halt that was cleared. Acts on whatever is halted: prefer
+    /// [`Operator::resume_event`], which names the event.
     pub async fn resume(&self, processor: ProcessorKind, actor: &str) -> Result<HaltStatus, StoreError> {
-        let halt = self.store.resume(processor, actor, Utc::now()).await?;
+        self.resume_checked(processor, None, actor).await
+    }
+
+    /// `resume` of the halt on `event`: refused with [`StoreError::HaltMismatch`] (nothing changed) when the
+    /// processor is halted on another event.
+    pub async fn resume_event(
+        &self,
+        processor: ProcessorKind,
+        event: HaltTarget,
+        actor: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        self.resume_checked(processor, Some(event), actor).await
+    }
+
+    pub(crate) async fn resume_checked(
+        &self,
+        processor: ProcessorKind,
+        event: Option<HaltTarget>,
+        actor: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        let halt = self.store.resume(processor, event, actor, Utc::now()).await?;
         tracing::warn!(processor = %processor, actor, feed = %halt.feed, event_id = halt.event_id, "operator resumed processor");
         Ok(halt)
     }
 
     /// `skip`: records the halted event (for a usage batch whose failing record was not named: its whole id range)
     /// as `skipped_by_operator`, moves the cursor past it and resumes. Audited with `reason`. The event never
-    /// reaches the billing system.
+    /// reaches the billing system. For a lost-history halt this is the operator's acknowledgement that the
+    /// range is gone. Acts on whatever is halted: prefer [`Operator::skip_event`], which names the event.
     pub async fn skip(&self, processor: ProcessorKind, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
-        let halt = self.store.skip(processor, actor, reason, Utc::now()).await?;
+        self.skip_checked(processor, None, actor, reason).await
+    }
+
+    /// `skip` of the halt on `event`: refused with [`StoreError::HaltMismatch`] (nothing changed) when the
+    /// processor is halted on another event.
+    pub async fn skip_event(
+        &self,
+        processor: ProcessorKind,
+        event: HaltTarget,
+        actor: &str,
+        reason: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        self.skip_checked(processor, Some(event), actor, reason).await
+    }
+
+    pub(crate) async fn skip_checked(
+        &self,
+        processor: ProcessorKind,
+        event: Option<HaltTarget>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        let halt = self.store.skip(processor, event, actor, reason, Utc::now()).await?;
         tracing::warn!(processor = %processor, actor, reason, feed = %halt.feed, event_id = halt.event_id, last_event_id = halt.last_event_id, "operator skipped event");
         Ok(halt)
     }

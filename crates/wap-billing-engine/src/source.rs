@@ -104,7 +104,9 @@ impl FeedItem {
 }
 
 /// What went wrong fetching a page. Always a **WAP-side** error: the engine retries it with back-off until it
-/// succeeds and never skips anything because of it (adapter-engine.md §3).
+/// succeeds and never skips anything because of it (adapter-engine.md §3) — except a permanent one
+/// ([`SourceError::is_permanent`]), which halts the processor after `RetryMaxAttempts` in a row so an operator can
+/// decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 #[non_exhaustive]
@@ -146,9 +148,17 @@ impl SourceError {
         SourceError { kind, message: message.into() }
     }
 
-    /// Always `true`: WAP-side errors are retried until they pass.
+    /// Whether retrying can help: `false` for [`SourceError::is_permanent`] errors. Transient errors are retried
+    /// until they pass; permanent ones `RetryMaxAttempts` times in a row, then the processor halts on the
+    /// position (an operator can skip it).
     pub fn is_retryable(&self) -> bool {
-        true
+        !self.is_permanent()
+    }
+
+    /// Whether WAP refuses this request for good: HTTP 400 (bad request) or 404 (not found), or a page whose
+    /// records cannot be read (an unreadable `EventId`, an item of another feed).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.kind, SourceErrorKind::Status(400 | 404) | SourceErrorKind::Body)
     }
 
     /// Whether the error points at the adapter's configuration (401/403: wrong Usage Service credentials); logged

@@ -71,6 +71,9 @@ pub struct FeedStatus {
     pub last_wap_error: Option<String>,
     /// The last successful poll is older than `RetentionWarnDays`: WAP may have purged data the adapter never saw.
     pub retention_warning: bool,
+    /// Ids WAP purged before this instance read them (`from..=to`), detected on this feed; cleared once the
+    /// cursor is past them (after an operator acknowledged the loss with `skip`).
+    pub history_lost: Option<(i64, i64)>,
 }
 
 impl FeedStatus {
@@ -87,6 +90,7 @@ impl FeedStatus {
             wap_failures: 0,
             last_wap_error: None,
             retention_warning: false,
+            history_lost: None,
         }
     }
 }
@@ -113,10 +117,13 @@ pub struct ProcessorStatus {
     /// The number (in `rounds_started` terms) of the last round that finished (a state-store error ends a round
     /// unfinished); 0 before the first.
     pub last_finished_round: u64,
-    /// The last state-store error, while the store fails.
+    /// The last state-store error, while the store fails (prefixed `permanent:` when retrying cannot help).
     pub last_store_error: Option<String>,
     /// Journaled path: open intents this instance found and reconciled (applied or not applied) since start.
     pub intents_reconciled: u64,
+    /// Why this instance does not take the lease although it could: another live process holds it under the same
+    /// `InstanceId`.
+    pub lease_conflict: Option<String>,
 }
 
 impl ProcessorStatus {
@@ -132,6 +139,7 @@ impl ProcessorStatus {
             last_finished_round: 0,
             last_store_error: None,
             intents_reconciled: 0,
+            lease_conflict: None,
         }
     }
 

@@ -83,6 +83,11 @@ pub struct UsageLines<'a> {
     pub records: &'a [UsageRecord],
     /// Which call this is for the batch's first record in this run: 1, 2, …
     pub attempt: u32,
+    /// The lease generation (fencing token) this call runs under (see
+    /// [`EventContext::generation`](crate::EventContext::generation)).
+    pub generation: i64,
+    /// When this call is cut (see [`EventContext::deadline`](crate::EventContext::deadline)).
+    pub deadline: tokio::time::Instant,
 }
 
 impl UsageLines<'_> {

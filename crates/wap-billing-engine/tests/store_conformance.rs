@@ -10,8 +10,8 @@ use chrono::{TimeZone, Utc};
 use futures_util::future::BoxFuture;
 use wap_billing_engine::store::migrations::LATEST_VERSION;
 use wap_billing_engine::{
-    AuditAction, EventCommit, FeedHold, Fence, HaltReason, HaltStatus, IdentityKind, InDoubtResolution, Intent,
-    Operator, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+    AuditAction, EventCommit, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, InDoubtResolution,
+    Intent, Operator, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
 };
 use wap_types::FeedKind;
 
@@ -156,6 +156,10 @@ async fn a_deposed_leader_cannot_write(b: Backend) {
     assert!(refused.unwrap_err().is_fenced());
     let hold = FeedHold { event_id: 2, since: t(0) };
     assert!(b.a.set_hold(&old, FeedKind::Plans, Some(hold)).await.unwrap_err().is_fenced());
+    let refused = b.a.set_identity_fenced(&old, IdentityKind::Plan, "gold", "B-1", t(1)).await;
+    assert!(refused.unwrap_err().is_fenced(), "identity-map writes by a deposed leader's handler are refused");
+    assert!(b.a.delete_identity_fenced(&old, IdentityKind::Plan, "gold", t(1)).await.unwrap_err().is_fenced());
+    assert_eq!(b.a.identity(IdentityKind::Plan, "gold").await.unwrap(), None);
     assert!(b.a.set_halt(&old, &halt(FeedKind::Plans, 2, 2, HaltReason::HandlerFailed)).await.unwrap_err().is_fenced());
     assert!(!b.a.renew_lease(&old, Duration::from_secs(60)).await.unwrap(), "renewal refused");
     b.a.release_lease(&old).await.unwrap();
@@ -195,9 +199,10 @@ async fn leases_expire_renew_and_release(b: Backend) {
     b.b.release_lease(&fence_b).await.unwrap();
     let third = b.a.try_acquire_lease(p, "a", Duration::from_secs(60), false).await.unwrap();
     assert_eq!(third.map(|l| l.generation), Some(second.generation + 1), "a released lease is free at once");
-    // Re-acquiring one's own live lease also bumps the generation (a new term).
-    let fourth = b.a.try_acquire_lease(p, "a", Duration::from_secs(60), false).await.unwrap().unwrap();
-    assert_eq!(fourth.generation, second.generation + 2);
+    // A live lease held under the same name is not taken again: that is a second process with the same
+    // InstanceId, and taking it would depose it (the elector reports the conflict instead).
+    assert_eq!(b.a.try_acquire_lease(p, "a", Duration::from_secs(60), false).await.unwrap(), None);
+    assert_eq!(b.a.lease(p).await.unwrap().unwrap().generation, second.generation + 1, "generation unchanged");
     // The two processors have separate leases.
     assert!(b.b.try_acquire_lease(ProcessorKind::Notification, "b", ttl, false).await.unwrap().is_some());
 }
@@ -227,19 +232,29 @@ async fn halts_resume_and_skip_are_stored_and_audited(b: Backend) {
     let s = &b.a;
     let fence = lead(s, ProcessorKind::Usage, "engine-1").await;
     s.commit(&fence, &commit(FeedKind::Usage, 1, 9, ProcessedOutcome::Applied)).await.unwrap();
-    assert!(matches!(s.resume(ProcessorKind::Usage, "ops", t(1)).await, Err(StoreError::NotHalted { .. })));
-    assert!(matches!(s.skip(ProcessorKind::Usage, "ops", "x", t(1)).await, Err(StoreError::NotHalted { .. })));
+    assert!(matches!(s.resume(ProcessorKind::Usage, None, "ops", t(1)).await, Err(StoreError::NotHalted { .. })));
+    assert!(matches!(s.skip(ProcessorKind::Usage, None, "ops", "x", t(1)).await, Err(StoreError::NotHalted { .. })));
 
     let h = halt(FeedKind::Usage, 10, 14, HaltReason::HandlerFailed);
     s.set_halt(&fence, &h).await.unwrap();
     assert_eq!(b.b.halt(ProcessorKind::Usage).await.unwrap(), Some(h.clone()), "visible to every instance");
     assert_eq!(s.halt(ProcessorKind::Notification).await.unwrap(), None, "per processor");
-    assert_eq!(s.resume(ProcessorKind::Usage, "ops-1", t(2)).await.unwrap(), h);
+    // A command naming another event than the halted one changes nothing.
+    let stale = HaltTarget { feed: FeedKind::Usage, event_id: 9 };
+    let refused = s.skip(ProcessorKind::Usage, Some(stale), "ops-1", "stale view", t(2)).await;
+    assert!(matches!(refused, Err(StoreError::HaltMismatch { .. })), "{refused:?}");
+    let refused = s.resume(ProcessorKind::Usage, Some(stale), "ops-1", t(2)).await;
+    assert!(matches!(refused, Err(StoreError::HaltMismatch { .. })), "{refused:?}");
+    assert_eq!(s.halt(ProcessorKind::Usage).await.unwrap(), Some(h.clone()), "still halted");
+    assert_eq!(s.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(9));
+    assert_eq!(s.resume(ProcessorKind::Usage, Some(h.target()), "ops-1", t(2)).await.unwrap(), h);
     assert_eq!(s.halt(ProcessorKind::Usage).await.unwrap(), None);
     assert_eq!(s.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(9), "resume moves nothing");
 
     s.set_halt(&fence, &h).await.unwrap();
-    assert_eq!(s.skip(ProcessorKind::Usage, "ops-2", "subscription deleted", t(3)).await.unwrap(), h);
+    assert_eq!(s.skip(ProcessorKind::Usage, Some(h.target()), "ops-2", "subscription deleted", t(3)).await.unwrap(), h);
+    let again = s.skip(ProcessorKind::Usage, Some(h.target()), "ops-2", "retried request", t(3)).await;
+    assert!(matches!(again, Err(StoreError::NotHalted { .. })), "a retried skip skips nothing more");
     assert_eq!(s.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(14), "skip moves past the range");
     let rows = s.processed(FeedKind::Usage, 10, 14).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -281,7 +296,7 @@ async fn holds_are_stored_dropped_at_commit_and_by_resume(b: Backend) {
 
     s.set_hold(&fence, FeedKind::Plans, Some(FeedHold { event_id: 8, since: t(1) })).await.unwrap();
     s.set_halt(&fence, &halt(FeedKind::Plans, 8, 8, HaltReason::PendingApprovalTimeout)).await.unwrap();
-    let resumed = s.resume(ProcessorKind::Notification, "ops", t(2)).await.unwrap();
+    let resumed = s.resume(ProcessorKind::Notification, None, "ops", t(2)).await.unwrap();
     assert_eq!(resumed.reason, HaltReason::PendingApprovalTimeout);
     assert_eq!(s.cursor(FeedKind::Plans).await.unwrap().hold, None, "resume makes the wait start again");
     s.set_hold(&fence, FeedKind::Plans, Some(FeedHold { event_id: 8, since: t(3) })).await.unwrap();

@@ -307,8 +307,14 @@ async fn a_halt_is_reported_and_skipped_through_the_operator_endpoint() {
     assert_eq!(http(admin, "POST", path, Some(&creds), &"x".repeat(20_000)).await.0, 413);
     assert_eq!(http(admin, "POST", "/operator/nope/skip", Some(&creds), "{}").await.0, 404);
     assert_eq!(http(admin, "GET", path, Some(&creds), "").await.0, 405);
-    let (code, _, body) =
-        http(admin, "POST", path, Some(&creds), r#"{"reason":"meter unreadable; billed by hand","actor":"ana"}"#).await;
+    let (code, _, body) = http(admin, "POST", path, Some(&creds), r#"{"reason":"x","actor":"ana"}"#).await;
+    assert_eq!(code, 400, "the halted event must be named: {body}");
+    assert!(body.contains("event_id"), "{body}");
+    let stale = format!(r#"{{"reason":"x","actor":"ana","event_id":{}}}"#, bad - 1);
+    let (code, _, body) = http(admin, "POST", path, Some(&creds), &stale).await;
+    assert_eq!(code, 409, "another event than the halted one: {body}");
+    let named = format!(r#"{{"reason":"meter unreadable; billed by hand","actor":"ana","event_id":{bad}}}"#);
+    let (code, _, body) = http(admin, "POST", path, Some(&creds), &named).await;
     assert_eq!(code, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["cleared"]["event_id"], bad);

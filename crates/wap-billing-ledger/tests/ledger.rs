@@ -33,6 +33,8 @@ fn ctx<'a>(feed: FeedKind, event_id: i64, parent: Option<&'a str>, raw: &'a str)
         attempt: 1,
         billing_id: None,
         identity: None,
+        generation: 1,
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
     }
 }
 
@@ -116,10 +118,10 @@ async fn a_repeated_event_changes_nothing_and_a_patch_keeps_absent_members() {
 async fn usage_is_stored_once_per_record_whatever_the_batch_boundaries() {
     let (l, _dir) = seeded().await;
     let records: Vec<UsageRecord> = (100..110).map(|id| record(id, "sub-1", "2")).collect();
-    l.apply_usage(UsageBatch { records: &records[..6], attempt: 1 }).await.unwrap();
+    l.apply_usage(UsageBatch::new(&records[..6], 1)).await.unwrap();
     // Re-delivered with other boundaries (a crash before the engine's commit, then a new page).
-    l.apply_usage(UsageBatch { records: &records[3..], attempt: 1 }).await.unwrap();
-    l.apply_usage(UsageBatch { records: &records, attempt: 2 }).await.unwrap();
+    l.apply_usage(UsageBatch::new(&records[3..], 1)).await.unwrap();
+    l.apply_usage(UsageBatch::new(&records, 2)).await.unwrap();
     assert_eq!(l.usage_event_ids().await.unwrap(), (100..110).collect::<Vec<_>>());
     let stats = l.stats();
     assert_eq!((stats.usage_records_stored, stats.usage_records_repeated), (10, 13));
@@ -133,12 +135,12 @@ async fn usage_is_stored_once_per_record_whatever_the_batch_boundaries() {
 async fn unknown_subscriptions_wait_and_unreadable_meters_name_their_record() {
     let (l, _dir) = seeded().await;
     let early = [record(200, "sub-2", "1")];
-    let err = l.apply_usage(UsageBatch { records: &early, attempt: 1 }).await.unwrap_err();
+    let err = l.apply_usage(UsageBatch::new(&early, 1)).await.unwrap_err();
     assert!(err.is_dependency_not_ready(), "{err}");
     assert!(l.usage_event_ids().await.unwrap().is_empty(), "nothing half-stored");
 
     let batch = [record(201, "sub-1", "1"), record(202, "sub-1", "many")];
-    let err = l.apply_usage(UsageBatch { records: &batch, attempt: 1 }).await.unwrap_err();
+    let err = l.apply_usage(UsageBatch::new(&batch, 1)).await.unwrap_err();
     assert!(matches!(err, HandlerError::Failed { .. }));
     assert_eq!(err.record_event_id(), Some(202), "{err}");
     assert!(err.to_string().contains("\"many\""), "{err}");
@@ -229,7 +231,7 @@ async fn prices_and_invoices_come_from_the_price_list() {
         .await
         .unwrap();
     let records: Vec<UsageRecord> = (1..=4).map(|id| record(id, "sub-1", "3")).collect();
-    l.apply_usage(UsageBatch { records: &records, attempt: 1 }).await.unwrap();
+    l.apply_usage(UsageBatch::new(&records, 1)).await.unwrap();
 
     let invoice = l.invoice("sub-1").await.unwrap().unwrap();
     assert_eq!(invoice.add_ons.len(), 2);

@@ -5,15 +5,16 @@
 //! | `GET /health` | `200` `{"status":"ok"\|"degraded", "catching_up", "problems"}`; `503` when the state store is unreachable or the adapter stops |
 //! | `GET /status` | `200` the [`AdapterStatus`](super::AdapterStatus) as JSON |
 //! | `GET /metrics` | Prometheus text (feature `metrics`; `404` without it) |
-//! | `POST /operator/{notification\|usage}/resume` | operator `resume`; body optional `{"actor": "..."}` |
-//! | `POST /operator/{notification\|usage}/skip` | operator `skip`; body `{"reason": "...", "actor": "..."}` (`reason` required) |
+//! | `POST /operator/{notification\|usage}/resume` | operator `resume`; body optional `{"actor": "...", "feed": "...", "event_id": N}` (when `event_id` is given, only the halt on that event is resumed) |
+//! | `POST /operator/{notification\|usage}/skip` | operator `skip`; body `{"event_id": N, "feed": "...", "reason": "...", "actor": "..."}` (`event_id` and `reason` required, `feed` required for `notification`): only the halt on that event is skipped |
 //! | `POST /operator/{notification\|usage}/resolve` | resolve an in-doubt intent; body `{"resolution": "applied\|send_again\|skip", "reason": "...", "actor": "..."}` (`resolution` and `reason` required) |
 //! | `GET /operator/audit?limit=N` | the newest audit entries |
 //!
 //! The operator paths exist only when admin credentials are configured, and need them (HTTP Basic; checked before
 //! the body is read; `401` + `WWW-Authenticate` otherwise). The actor recorded in the audit log is the `actor` of
 //! the body, or else the Basic user name. Bodies are limited to 16 KiB (`413`) and 10 s; errors are
-//! `{"error": "..."}` with `400`, `404`, `405`, `409` (not halted) or `503` (state store).
+//! `{"error": "..."}` with `400`, `404`, `405`, `409` (not halted, or halted on another event than the one
+//! named) or `503` (state store).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,12 +31,12 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
-use wap_types::BasicCredentials;
+use wap_types::{BasicCredentials, FeedKind};
 
 use super::report::halt_json;
 use super::Shared;
 use crate::journal::InDoubtResolution;
-use crate::store::{ProcessorKind, StoreError};
+use crate::store::{HaltTarget, ProcessorKind, StoreError};
 
 const MAX_BODY: usize = 16 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,7 +135,9 @@ fn method_not_allowed(allow: &'static str) -> Reply {
 
 fn store_error(e: &StoreError) -> Reply {
     match e {
-        StoreError::NotHalted { .. } | StoreError::NotInDoubt { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        StoreError::NotHalted { .. } | StoreError::NotInDoubt { .. } | StoreError::HaltMismatch { .. } => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -224,6 +227,23 @@ fn text_member(body: &Value, name: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// The event an operator command names: `event_id` and `feed` (the usage processor's feed is implied).
+fn halt_target(body: &Value, kind: ProcessorKind) -> Result<Option<HaltTarget>, String> {
+    let event_id = match body.get("event_id") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v.as_i64().ok_or("`event_id` must be an integer")?,
+    };
+    let feed = match text_member(body, "feed")? {
+        Some(name) => FeedKind::from_name(&name).ok_or_else(|| format!("`feed`: unknown feed {name:?}"))?,
+        None if kind == ProcessorKind::Usage => FeedKind::Usage,
+        None => return Err("`feed` is required with `event_id` for the notification processor".to_owned()),
+    };
+    if ProcessorKind::for_feed(feed) != kind {
+        return Err(format!("`feed`: {feed} does not belong to the {kind} processor"));
+    }
+    Ok(Some(HaltTarget { feed, event_id }))
+}
+
 async fn operator(shared: &Shared, rest: &[&str], user: String, req: Request<Incoming>) -> Reply {
     match rest {
         ["audit"] => {
@@ -278,15 +298,26 @@ async fn operator(shared: &Shared, rest: &[&str], user: String, req: Request<Inc
                 Ok(a) => a.unwrap_or(user),
                 Err(m) => return error(StatusCode::BAD_REQUEST, m),
             };
+            let target = match halt_target(&body, kind) {
+                Ok(t) => t,
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
             let result = if command == "resume" {
-                shared.resume(kind, &actor).await
+                shared.resume(kind, target, &actor).await
             } else {
                 let reason = match text_member(&body, "reason") {
                     Ok(Some(r)) => r,
                     Ok(None) => return error(StatusCode::BAD_REQUEST, "`reason` is required to skip an event"),
                     Err(m) => return error(StatusCode::BAD_REQUEST, m),
                 };
-                shared.skip(kind, &actor, &reason).await
+                let Some(target) = target else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "`event_id` (and for the notification processor `feed`) is required to skip: name the \
+                         halted event",
+                    );
+                };
+                shared.skip(kind, Some(target), &actor, &reason).await
             };
             match result {
                 Ok(halt) => {

@@ -135,6 +135,15 @@ pub fn render(status: &AdapterStatus) -> String {
             o.sample("wap_billing_feed_skipped_rejected_total", &[("feed", f.feed.name())], l.skipped_rejected as f64);
         }
     }
+    o.family(
+        "wap_billing_feed_history_lost_event_ids",
+        "gauge",
+        "Ids WAP purged before they were read, while the processor is halted on them (0 otherwise).",
+    );
+    for (p, f) in &feeds {
+        let lost = p.history_lost(f.feed).map_or(0, |(from, to)| to - from + 1);
+        o.sample("wap_billing_feed_history_lost_event_ids", &[("feed", f.feed.name())], lost as f64);
+    }
     o.family("wap_billing_feed_consecutive_fetch_failures", "gauge", "Failed fetches in a row right now.");
     for (p, f) in &feeds {
         if let Some(l) = p.local.as_ref().and_then(|s| s.feed(f.feed)) {

@@ -46,7 +46,7 @@ use crate::operator::Operator;
 use crate::processor::{EventProcessor, ProcessorHandle, UsageProcessor};
 use crate::source::FeedSource;
 use crate::status::{Phase, ProcessorStatus};
-use crate::store::{self, HaltStatus, ProcessorKind, StateStore, StoreError};
+use crate::store::{self, HaltStatus, HaltTarget, ProcessorKind, StateStore, StoreError};
 use crate::usage_service::UsageServiceSource;
 
 /// How long [`Adapter::shutdown`] waits for the processors to stop and release their leases.
@@ -486,6 +486,7 @@ impl Shared {
                     }
                 })
                 .collect();
+            let task_running = self.handle(kind).is_none_or(ProcessorHandle::is_running);
             let is_leader = local.as_ref().is_some_and(ProcessorStatus::is_leader);
             processors.push(ProcessorReport {
                 processor: kind,
@@ -494,6 +495,7 @@ impl Shared {
                 is_leader,
                 halt,
                 local,
+                task_running,
                 feeds,
             });
         }
@@ -516,17 +518,28 @@ impl Shared {
         self.status().await.health(self.shutting_down.load(Ordering::Relaxed))
     }
 
-    async fn resume(&self, processor: ProcessorKind, actor: &str) -> Result<HaltStatus, StoreError> {
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        event: Option<HaltTarget>,
+        actor: &str,
+    ) -> Result<HaltStatus, StoreError> {
         match self.handle(processor) {
-            Some(h) => h.resume(actor).await,
-            None => self.operator.resume(processor, actor).await,
+            Some(h) => h.resume_checked(event, actor).await,
+            None => self.operator.resume_checked(processor, event, actor).await,
         }
     }
 
-    async fn skip(&self, processor: ProcessorKind, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
+    async fn skip(
+        &self,
+        processor: ProcessorKind,
+        event: Option<HaltTarget>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<HaltStatus, StoreError> {
         match self.handle(processor) {
-            Some(h) => h.skip(actor, reason).await,
-            None => self.operator.skip(processor, actor, reason).await,
+            Some(h) => h.skip_checked(event, actor, reason).await,
+            None => self.operator.skip_checked(processor, event, actor, reason).await,
         }
     }
 
@@ -616,7 +629,7 @@ impl Adapter {
 
     /// Operator `resume` of a halted processor (audited); wakes it when it runs here.
     pub async fn resume(&self, processor: ProcessorKind, actor: &str) -> Result<HaltStatus, StoreError> {
-        self.shared.resume(processor, actor).await
+        self.shared.resume(processor, None, actor).await
     }
 
     /// Operator resolution of the intent a processor halted in doubt on (journaled path; audited with `reason`);
@@ -633,7 +646,28 @@ impl Adapter {
 
     /// Operator `skip` of the event a processor halted on (audited with `reason`); wakes it when it runs here.
     pub async fn skip(&self, processor: ProcessorKind, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
-        self.shared.skip(processor, actor, reason).await
+        self.shared.skip(processor, None, actor, reason).await
+    }
+
+    /// Operator `resume` of the halt on `event`; refused ([`StoreError::HaltMismatch`]) when halted elsewhere.
+    pub async fn resume_event(
+        &self,
+        processor: ProcessorKind,
+        event: HaltTarget,
+        actor: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        self.shared.resume(processor, Some(event), actor).await
+    }
+
+    /// Operator `skip` of the halt on `event`; refused ([`StoreError::HaltMismatch`]) when halted elsewhere.
+    pub async fn skip_event(
+        &self,
+        processor: ProcessorKind,
+        event: HaltTarget,
+        actor: &str,
+        reason: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        self.shared.skip(processor, Some(event), actor, reason).await
     }
 
     /// The status: leaders, halts, cursors and lag per feed, catching-up flag (also `GET /status`).

@@ -46,11 +46,23 @@ pub struct ProcessorReport {
     pub halt: Option<HaltStatus>,
     /// This instance's processor status (`None` when the processor is not configured here).
     pub local: Option<ProcessorStatus>,
+    /// Whether this instance's processor task is alive (`false` when it ended without being stopped, e.g. a
+    /// panic outside a handler; `true` when not configured here).
+    pub task_running: bool,
     /// One entry per feed, in cycle order.
     pub feeds: Vec<FeedReport>,
 }
 
 impl ProcessorReport {
+    /// The ids of `feed` WAP purged before they were read, while the processor is halted on them (from the
+    /// stored halt, so every instance reports it).
+    pub fn history_lost(&self, feed: FeedKind) -> Option<(i64, i64)> {
+        self.halt
+            .as_ref()
+            .filter(|h| h.reason == crate::store::HaltReason::HistoryLost && h.feed == feed)
+            .map(|h| (h.event_id, h.last_event_id))
+    }
+
     /// The holder of a live lease (the leader), judged with this machine's clock.
     pub fn leader(&self, now: DateTime<Utc>) -> Option<&str> {
         self.lease.as_ref().filter(|l| l.expires_at > now).and_then(|l| l.holder.as_deref())
@@ -196,6 +208,7 @@ impl AdapterStatus {
                             "wap_failures": lf.map(|l| l.wap_failures),
                             "last_wap_error": lf.and_then(|l| l.last_wap_error.clone()),
                             "retention_warning": lf.map(|l| l.retention_warning),
+                            "history_lost": p.history_lost(f.feed).map(|(from, to)| json!({ "from": from, "to": to })),
                             "last_poll_at": time(f.last_poll_at),
                             "fetches": f.fetches,
                             "fetch_errors": f.fetch_errors,
@@ -216,6 +229,8 @@ impl AdapterStatus {
                     "halt": p.halt.as_ref().map(halt_json),
                     "cycles": local.map(|s| s.cycles),
                     "last_store_error": local.and_then(|s| s.last_store_error.clone()),
+                    "task_running": p.task_running,
+                    "lease_conflict": local.and_then(|s| s.lease_conflict.clone()),
                     "feeds": feeds,
                 })
             })
@@ -271,6 +286,16 @@ impl AdapterStatus {
         }
         for p in &self.processors {
             let Some(local) = &p.local else { continue };
+            if !p.task_running && local.phase != Phase::Stopped && !shutting_down {
+                degrade(format!(
+                    "{} processor: its task is not running (last phase {})",
+                    p.processor,
+                    phase_name(local.phase)
+                ));
+            }
+            if let Some(c) = &local.lease_conflict {
+                degrade(format!("{} processor: {c}", p.processor));
+            }
             if let Some(e) = &local.last_store_error {
                 degrade(format!("{} processor: state store failing: {e}", p.processor));
             }

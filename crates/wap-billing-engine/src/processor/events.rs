@@ -5,9 +5,9 @@ use std::sync::Arc;
 use wap_types::{EventMethod, FeedKind, NotificationState, PullAction, UsageEvent};
 
 use super::journal::JournaledUnit;
-use super::{FeedEnd, Processor, UnitEnd};
+use super::{CallError, CallInfo, FeedEnd, Processor, UnitEnd};
 use crate::handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey};
-use crate::identity::IdentityMap;
+use crate::identity::{FencedIdentityMap, IdentityMap};
 use crate::source::FeedItem;
 use crate::store::{FeedHold, Fence, HaltReason, IdentityKind, ProcessedOutcome, StoreError};
 
@@ -32,7 +32,7 @@ impl Processor {
                     let message = format!("event does not parse: {}", m.error);
                     self.attempts(fence, feed, id, id, false, HaltReason::InvalidItem, |_| {
                         let message = message.clone();
-                        async move { Err(HandlerError::failed(message)) }
+                        async move { Err(HandlerError::failed(message).into()) }
                     })
                     .await?
                 }
@@ -47,7 +47,7 @@ impl Processor {
                     let message = format!("unknown NotificationState {:?}", item.state());
                     self.attempts(fence, feed, id, id, false, HaltReason::InvalidItem, |_| {
                         let message = message.clone();
-                        async move { Err(HandlerError::failed(message)) }
+                        async move { Err(HandlerError::failed(message).into()) }
                     })
                     .await?
                 }
@@ -106,16 +106,18 @@ fn change<'a, T>(key: IdempotencyKey, method: &EventMethod, entity: &'a T, mappe
     }
 }
 
+/// The billing id of a WAP id. A failing lookup is a state-store error, not a billing failure: it spends no
+/// attempt and is retried like any store error.
 async fn lookup(
     identity: Option<&Arc<dyn IdentityMap>>,
     kind: IdentityKind,
     wap_id: Option<&str>,
-) -> Result<Option<String>, HandlerError> {
+) -> Result<Option<String>, CallError> {
     match (identity, wap_id) {
-        (Some(map), Some(id)) => map
-            .billing_id(kind, id)
-            .await
-            .map_err(|e| HandlerError::failed(format!("identity map lookup of {kind} {id} failed: {e}"))),
+        (Some(map), Some(id)) => map.billing_id(kind, id).await.map_err(|e| {
+            tracing::warn!(kind = %kind, wap_id = id, error = %e, "identity map lookup failed (state store); retrying");
+            CallError::Store(e)
+        }),
         _ => Ok(None),
     }
 }
@@ -123,7 +125,7 @@ async fn lookup(
 fn context<'a, T>(
     feed: FeedKind,
     event: &'a UsageEvent<T>,
-    attempt: u32,
+    call: CallInfo,
     billing_id: Option<String>,
     identity: Option<&Arc<dyn IdentityMap>>,
 ) -> EventContext<'a> {
@@ -134,9 +136,12 @@ fn context<'a, T>(
         entity_parent_id: event.entity_parent_id.as_deref(),
         time_created: event.notification_event_time_created.as_ref(),
         raw_entity: event.raw_entity(),
-        attempt,
+        attempt: call.attempt,
         billing_id,
-        identity: identity.cloned(),
+        identity: identity
+            .map(|m| Arc::new(FencedIdentityMap::new(Arc::clone(m), call.fence.clone())) as Arc<dyn IdentityMap>),
+        generation: call.generation,
+        deadline: call.deadline,
     }
 }
 
@@ -145,15 +150,15 @@ async fn deliver(
     handler: &dyn EventHandler,
     identity: Option<&Arc<dyn IdentityMap>>,
     item: &FeedItem,
-    attempt: u32,
-) -> Result<(), HandlerError> {
+    call: CallInfo,
+) -> Result<(), CallError> {
     macro_rules! dispatch {
         ($ev:expr, $feed:expr, $method:ident, $id:expr) => {{
             let ev = $ev;
             let billing_id = lookup(identity, $id.0, $id.1).await?;
             let mapped = billing_id.is_some();
-            let ctx = context($feed, ev, attempt, billing_id, identity);
-            handler.$method(&ctx, change(ctx.key, &ev.method, &ev.entity, mapped)).await
+            let ctx = context($feed, ev, call, billing_id, identity);
+            handler.$method(&ctx, change(ctx.key, &ev.method, &ev.entity, mapped)).await.map_err(CallError::from)
         }};
     }
     match item {
@@ -177,7 +182,7 @@ async fn deliver(
             subscription_addon,
             (IdentityKind::AddOnInstance, ev.entity.add_on_instance_id.as_deref())
         ),
-        FeedItem::Usage(r) => Err(HandlerError::failed(format!("usage record {} on an event feed", r.event_id))),
-        FeedItem::Malformed(m) => Err(HandlerError::failed(format!("event does not parse: {}", m.error))),
+        FeedItem::Usage(r) => Err(HandlerError::failed(format!("usage record {} on an event feed", r.event_id)).into()),
+        FeedItem::Malformed(m) => Err(HandlerError::failed(format!("event does not parse: {}", m.error)).into()),
     }
 }

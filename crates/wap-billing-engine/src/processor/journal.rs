@@ -2,11 +2,14 @@
 //! committed with the cursor after it, and open intents reconciled before anything is sent again.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 
 use tracing::Instrument;
 use wap_types::FeedKind;
 
-use super::{Billing, Processor, UnitEnd};
+use super::{panic_message, Billing, CallError, CallInfo, Processor, UnitEnd};
 use crate::clock::elapsed_between;
 use crate::handler::HandlerError;
 use crate::journal::{Delivery, Intent, Reconciliation};
@@ -108,8 +111,8 @@ impl Processor {
         mut call: F,
     ) -> Result<UnitEnd, StoreError>
     where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<(), HandlerError>>,
+        F: FnMut(CallInfo) -> Fut,
+        Fut: Future<Output = Result<(), CallError>>,
     {
         let span = tracing::debug_span!("journaled", feed = %unit.feed, first = unit.first, last = unit.last);
         async move {
@@ -122,7 +125,30 @@ impl Processor {
                 });
                 let intent = self.new_intent(fence, &unit);
                 self.store.open_intent(fence, &intent).await?;
-                let error = match call(call_no).await {
+                let deadline = self.call_deadline();
+                let info = CallInfo { attempt: call_no, generation: fence.generation, deadline, fence: fence.clone() };
+                let outcome = tokio::time::timeout_at(deadline, AssertUnwindSafe(call(info)).catch_unwind()).await;
+                let result = match outcome {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(CallError::Handler(e)))) => Err(e),
+                    // The billing system was not called; the intent stays open and is reconciled next round.
+                    Ok(Ok(Err(CallError::Store(e)))) => return Err(e),
+                    Ok(Err(payload)) => {
+                        // The intent stays open: after the operator's resume it is reconciled first.
+                        let message = panic_message(payload.as_ref());
+                        let attempts = self.with_unit(feed, first, |u| u.attempts + 1);
+                        let error = format!("the handler panicked: {message}");
+                        return self
+                            .halt_unit(fence, feed, first, last, HaltReason::HandlerPanicked, error, attempts)
+                            .await;
+                    }
+                    Err(_) => Err(HandlerError::failed(format!(
+                        "the billing call did not finish by its deadline (HandlerTimeoutMilliseconds = {} ms, or \
+                         the end of the lease) and was cut",
+                        self.config.handler_timeout.as_millis()
+                    ))),
+                };
+                let error = match result {
                     Ok(()) => {
                         if park_after_billing_call() {
                             announce_fail_point(first, last);

@@ -21,12 +21,14 @@ mod usage;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use tokio::sync::{watch, Notify};
-use tokio::time::sleep;
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::Instrument;
 use wap_types::{FeedKind, StartId};
 
@@ -36,12 +38,13 @@ use crate::config::EngineConfig;
 use crate::handler::{EventHandler, HandlerError, UsageHandler};
 use crate::identity::IdentityMap;
 use crate::journal::Delivery;
-use crate::lease::{LeaderElector, Leadership};
+use crate::lease::{LeaderElector, Leadership, LeaseTimes};
 use crate::operator::Operator;
 use crate::source::{FeedItem, FeedSource, SourceError, SourceErrorKind};
 use crate::status::{HeldEvent, Phase, ProcessorStatus, WaitingEvent};
 use crate::store::{
-    EventCommit, FeedHold, Fence, HaltReason, HaltStatus, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+    EventCommit, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget, ProcessedOutcome, ProcessorKind, StateStore,
+    StoreError,
 };
 
 /// The longest a halted processor waits before looking at the store again (an operator may have resumed it from
@@ -71,7 +74,49 @@ enum UnitEnd {
     Split(i64),
 }
 
-/// In-memory retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt.
+/// What one billing-side call gets besides its unit: which call it is, the lease generation and its deadline.
+#[derive(Debug, Clone)]
+pub(crate) struct CallInfo {
+    /// 1, 2, … for the unit in this process.
+    pub(crate) attempt: u32,
+    /// The fencing generation of the term.
+    pub(crate) generation: i64,
+    /// When the call is cut.
+    pub(crate) deadline: Instant,
+    /// The fence of the term (identity-map writes by the handler carry it).
+    pub(crate) fence: Fence,
+}
+
+/// Why a billing-side call did not succeed: the billing system answered (spends attempts), or the engine's own
+/// state store failed on the way (an identity-map lookup): never a billing failure, retried like every store
+/// error.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The handler's answer.
+    Handler(HandlerError),
+    /// The state store failed before the billing system was called.
+    Store(StoreError),
+}
+
+impl From<HandlerError> for CallError {
+    fn from(e: HandlerError) -> Self {
+        CallError::Handler(e)
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic payload".to_owned()
+    }
+}
+
+/// Retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt. Kept for the life of
+/// the process, across terms of leadership, so a lost and regained lease does not reset an event's attempts.
 #[derive(Debug, Default)]
 struct UnitState {
     calls: u32,
@@ -95,6 +140,16 @@ struct Processor {
     status: watch::Sender<ProcessorStatus>,
     wake: Arc<Notify>,
     units: Mutex<HashMap<(FeedKind, i64), UnitState>>,
+    lease: LeaseTimes,
+}
+
+/// The election task of a processor; aborted when dropped.
+struct ElectionTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ElectionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A handle on a running processor: status, wake-up, operator commands. Cheap to clone.
@@ -115,6 +170,13 @@ impl ProcessorHandle {
     /// The current status.
     pub fn status(&self) -> ProcessorStatus {
         self.status.borrow().clone()
+    }
+
+    /// Whether the processor's task is still alive (its future has not ended or died). A processor that was
+    /// stopped reports `Stopped` as its last phase; one that died without stopping keeps its last phase, and
+    /// this says `false`.
+    pub fn is_running(&self) -> bool {
+        self.status.has_changed().is_ok()
     }
 
     /// A receiver of status changes.
@@ -148,9 +210,7 @@ impl ProcessorHandle {
 
     /// Operator `resume` of this processor (see [`Operator::resume`]), then wakes it.
     pub async fn resume(&self, actor: &str) -> Result<HaltStatus, StoreError> {
-        let halt = self.operator.resume(self.kind, actor).await?;
-        self.wake();
-        Ok(halt)
+        self.resume_checked(None, actor).await
     }
 
     /// Operator resolution of an in-doubt intent (see [`Operator::resolve_in_doubt`]), then wakes the processor.
@@ -167,7 +227,36 @@ impl ProcessorHandle {
 
     /// Operator `skip` of the halted event (see [`Operator::skip`]), then wakes the processor.
     pub async fn skip(&self, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
-        let halt = self.operator.skip(self.kind, actor, reason).await?;
+        self.skip_checked(None, actor, reason).await
+    }
+
+    /// Operator `resume` of the halt on `event` (see [`Operator::resume_event`]), then wakes the processor.
+    pub async fn resume_event(&self, event: HaltTarget, actor: &str) -> Result<HaltStatus, StoreError> {
+        self.resume_checked(Some(event), actor).await
+    }
+
+    /// Operator `skip` of the halt on `event` (see [`Operator::skip_event`]), then wakes the processor.
+    pub async fn skip_event(&self, event: HaltTarget, actor: &str, reason: &str) -> Result<HaltStatus, StoreError> {
+        self.skip_checked(Some(event), actor, reason).await
+    }
+
+    pub(crate) async fn resume_checked(
+        &self,
+        event: Option<HaltTarget>,
+        actor: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        let halt = self.operator.resume_checked(self.kind, event, actor).await?;
+        self.wake();
+        Ok(halt)
+    }
+
+    pub(crate) async fn skip_checked(
+        &self,
+        event: Option<HaltTarget>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<HaltStatus, StoreError> {
+        let halt = self.operator.skip_checked(self.kind, event, actor, reason).await?;
         self.wake();
         Ok(halt)
     }
@@ -285,6 +374,7 @@ impl Processor {
             status: watch::Sender::new(ProcessorStatus::new(kind)),
             wake: Arc::new(Notify::new()),
             units: Mutex::new(HashMap::new()),
+            lease: LeaseTimes::default(),
         }
     }
 
@@ -304,20 +394,29 @@ impl Processor {
         }
     }
 
-    async fn run_until(self, shutdown: impl Future<Output = ()>) {
+    async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
         if !self.enabled() {
             tracing::info!(processor = %self.kind, "processor disabled by configuration");
             self.status.send_modify(|s| s.phase = Phase::Stopped);
             shutdown.await;
             return;
         }
-        let elector = LeaderElector::new(Arc::clone(&self.store), self.kind, &self.config);
+        let elector = Arc::new(LeaderElector::new(Arc::clone(&self.store), self.kind, &self.config));
+        self.lease = elector.times();
         let leadership = elector.subscribe();
+        // The elector runs in a task of its own: on a multi-threaded runtime its renewals then go on while this
+        // task parses a large page or runs a handler that blocks its thread. Dropping this future (a crash as far
+        // as the state is concerned) aborts it, so the lease then expires.
+        let mut election = ElectionTask(tokio::spawn({
+            let elector = Arc::clone(&elector);
+            async move { elector.run().await }
+        }));
         tokio::select! {
-            () = elector.run() => {}
             () = self.process(leadership) => {}
             () = shutdown => {}
         }
+        election.0.abort();
+        let _ = (&mut election.0).await;
         elector.release().await;
         self.status.send_modify(|s| {
             s.phase = Phase::Stopped;
@@ -333,10 +432,26 @@ impl Processor {
                 s.phase = Phase::Standby;
                 s.leader_generation = None;
             });
-            let fence = match leadership.wait_for(|l| l.fence().is_some()).await {
-                Ok(l) => l.fence().cloned(),
-                Err(_) => return,
+            let fence = loop {
+                let conflict = self.lease.conflict();
+                self.status.send_if_modified(|s| {
+                    let changed = s.lease_conflict != conflict;
+                    s.lease_conflict.clone_from(&conflict);
+                    changed
+                });
+                // Look again now and then: the elector reports a duplicate InstanceId through the lease times.
+                let wait = tokio::time::timeout(
+                    (self.config.lease_ttl / 4).max(Duration::from_millis(5)),
+                    leadership.wait_for(|l| l.fence().is_some()),
+                )
+                .await;
+                match wait {
+                    Ok(Ok(l)) => break l.fence().cloned(),
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             };
+            self.status.send_modify(|s| s.lease_conflict = None);
             let Some(fence) = fence else { continue };
             self.status.send_modify(|s| {
                 s.leader_generation = Some(fence.generation);
@@ -361,7 +476,12 @@ impl Processor {
 
     /// One term of leadership; returns only when a fenced write was refused.
     async fn term(&self, fence: &Fence) {
-        self.units.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(not_before) = self.lease.first_call_not_before().filter(|t| *t > Instant::now()) {
+            // The previous holder did not release the lease: it may still be inside a billing call until that
+            // call's deadline. Bill nothing before it has passed.
+            tracing::info!(processor = %self.kind, wait = ?(not_before - Instant::now()), "took over an unreleased lease; waiting out the previous holder's call deadline");
+            sleep_until(not_before).await;
+        }
         let mut store_backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut loaded = false;
         loop {
@@ -398,9 +518,17 @@ impl Processor {
                     return;
                 }
                 Err(e) => {
-                    let wait = store_backoff.next_wait();
-                    tracing::error!(processor = %self.kind, error = %e, retry_in = ?wait, "state store failed; retrying");
-                    self.status.send_modify(|s| s.last_store_error = Some(e.to_string()));
+                    // Classified once (StoreError::is_retryable): a transient error is retried with back-off; a
+                    // permanent one (an unreadable value, a newer schema) needs an operator, and is looked at
+                    // again only at the longest back-off.
+                    let (wait, what) = if e.is_retryable() {
+                        (store_backoff.next_wait(), "state store failed")
+                    } else {
+                        (self.config.wap_retry_max, "state store failed permanently (needs an operator)")
+                    };
+                    tracing::error!(processor = %self.kind, error = %e, retryable = e.is_retryable(), retry_in = ?wait, "{what}; retrying");
+                    let text = if e.is_retryable() { e.to_string() } else { format!("permanent: {e}") };
+                    self.status.send_modify(|s| s.last_store_error = Some(text));
                     sleep(wait).await;
                 }
             }
@@ -493,7 +621,10 @@ impl Processor {
         loop {
             let mut page = match prefetched.take() {
                 Some((at, items)) if at == start => items,
-                _ => self.fetch(feed, start).await,
+                _ => match self.fetch(feed, start).await {
+                    Ok(items) => items,
+                    Err(error) => return self.wap_rejected(fence, feed, start, &error).await,
+                },
             };
             if !poll_recorded {
                 // Once per drain: the time only feeds the retention warning, and saves a write per page.
@@ -513,6 +644,11 @@ impl Processor {
             }
             page.sort_by_key(FeedItem::event_id);
             page.dedup_by_key(|i| i.event_id());
+            if let Some(c) = committed {
+                if self.history_lost(fence, feed, c, &page).await? {
+                    return Ok(FeedEnd::Halted);
+                }
+            }
             let max_id = page.last().map_or(0, FeedItem::event_id);
             let received = page.len();
             if let Some(c) = committed {
@@ -553,7 +689,10 @@ impl Processor {
                         let after = StartId::resume(Some(committed.map_or(max_id, |c| c.max(max_id))), mode);
                         let apply = self.apply_usage(fence, handler.as_ref(), page, &mut committed);
                         if after > start {
-                            let (end, next_page) = while_fetching(apply, self.fetch(feed, after)).await;
+                            // A prefetch that failed is dropped: the loop fetches that page again (and halts then).
+                            let prefetch = async { self.fetch(feed, after).await.unwrap_or_default() };
+                            let (end, next_page) = while_fetching(apply, prefetch).await;
+                            let next_page = next_page.filter(|items| !items.is_empty());
                             if matches!(end, Ok(None)) {
                                 prefetched = next_page.map(|items| (after, items));
                             }
@@ -577,13 +716,84 @@ impl Processor {
         }
     }
 
+    /// WAP refused the position `start` of a feed permanently: halt on its first id (`reason` wap_rejected), so an
+    /// operator can `skip` it (the cursor then moves past that one id) or `resume` (try again).
+    async fn wap_rejected(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        start: StartId,
+        error: &SourceError,
+    ) -> Result<FeedEnd, StoreError> {
+        let first = match self.config.start_id_mode {
+            wap_types::StartIdMode::Inclusive => start.get(),
+            wap_types::StartIdMode::Exclusive => start.get().saturating_add(1),
+        };
+        let message = format!(
+            "WAP refused the page at startId {start} {} times in a row: {error}. A skip passes over id {first} \
+             only; skip again if the next position fails too",
+            self.config.retry_max_attempts
+        );
+        self.halt_unit(fence, feed, first, first, HaltReason::WapRejected, message, self.config.retry_max_attempts)
+            .await?;
+        Ok(FeedEnd::Halted)
+    }
+
+    /// Checks a page for history WAP purged before the adapter read it: the page's first id lies above
+    /// `committed + 1`, and WAP retains no record below that first id (asked with `startId = 0`, one record). Ids
+    /// may have gaps for other reasons (a shared sequence, deleted records), so a gap alone is not a loss; a gap
+    /// with nothing older retained is. Then the processor halts with "history lost between ids A and B"; only an
+    /// operator's `skip` (the audited acknowledgement) moves the cursor past it.
+    async fn history_lost(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        committed: i64,
+        page: &[FeedItem],
+    ) -> Result<bool, StoreError> {
+        let expected = committed.saturating_add(1);
+        let Some(first) = page.first().map(FeedItem::event_id).filter(|&f| f > expected) else {
+            return Ok(false);
+        };
+        // A failed check is not a pass: without an answer the gap counts as lost (an operator decides).
+        let oldest = self.fetch_with_size(feed, StartId::BEGINNING, 1).await.unwrap_or_default();
+        let oldest = oldest.iter().map(FeedItem::event_id).min();
+        if oldest.is_some_and(|o| o < first) {
+            tracing::debug!(feed = %feed, expected, first, ?oldest, "id gap after the cursor; older records are retained: not a purge");
+            return Ok(false);
+        }
+        let last_lost = first - 1;
+        let error = format!(
+            "history lost between ids {expected} and {last_lost}: WAP no longer serves them (the oldest record it \
+             retains is {}); the adapter never read them. Bill them by other means, then skip this halt to \
+             acknowledge the loss",
+            oldest.unwrap_or(first)
+        );
+        tracing::error!(feed = %feed, from = expected, to = last_lost, "WAP purged records the adapter never read");
+        self.status.send_modify(|s| s.feed_mut(feed).history_lost = Some((expected, last_lost)));
+        self.halt_unit(fence, feed, expected, last_lost, HaltReason::HistoryLost, error, 0).await?;
+        Ok(true)
+    }
+
     /// Fetches a page, retrying WAP-side errors with back-off until one succeeds. Cancel-safe (a dropped fetch
-    /// leaves nothing behind).
-    async fn fetch(&self, feed: FeedKind, start: StartId) -> Vec<FeedItem> {
+    /// leaves nothing behind). A permanent error ([`SourceError::is_permanent`]: HTTP 400 or 404, a page whose
+    /// records cannot be read) is given up after `RetryMaxAttempts` in a row and returned: the caller halts.
+    async fn fetch(&self, feed: FeedKind, start: StartId) -> Result<Vec<FeedItem>, SourceError> {
+        self.fetch_with_size(feed, start, self.config.batch_size).await
+    }
+
+    /// [`Processor::fetch`] with a batch size.
+    async fn fetch_with_size(
+        &self,
+        feed: FeedKind,
+        start: StartId,
+        batch_size: u32,
+    ) -> Result<Vec<FeedItem>, SourceError> {
         let mut backoff = Backoff::new(self.config.wap_retry_initial, self.config.wap_retry_max);
         let mut failures: u32 = 0;
+        let mut permanent: u32 = 0;
         loop {
-            let error = match self.source.fetch(feed, start, self.config.batch_size).await {
+            let error = match self.source.fetch(feed, start, batch_size).await {
                 Ok(page) => match page.iter().find(|i| i.feed() != feed) {
                     None => {
                         if failures > 0 {
@@ -594,7 +804,7 @@ impl Processor {
                                 f.last_wap_error = None;
                             });
                         }
-                        return page;
+                        return Ok(page);
                     }
                     Some(other) => SourceError::new(
                         SourceErrorKind::Body,
@@ -604,6 +814,11 @@ impl Processor {
                 Err(e) => e,
             };
             failures = failures.saturating_add(1);
+            permanent = if error.is_permanent() { permanent + 1 } else { 0 };
+            if permanent >= self.config.retry_max_attempts {
+                tracing::error!(feed = %feed, start = %start, error = %error, failures, "WAP keeps refusing this position (permanent error); giving up");
+                return Err(error);
+            }
             let wait = backoff.next_wait();
             if error.is_configuration_error() {
                 tracing::error!(feed = %feed, start = %start, error = %error, failures, retry_in = ?wait, "Usage Service refused the credentials (check UsageServiceUsername/Password); retrying");
@@ -642,8 +857,8 @@ impl Processor {
         call: F,
     ) -> Result<UnitEnd, StoreError>
     where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<(), HandlerError>>,
+        F: FnMut(CallInfo) -> Fut,
+        Fut: Future<Output = Result<(), CallError>>,
     {
         let span = if first == last {
             tracing::debug_span!("event", feed = %feed, event_id = first)
@@ -665,8 +880,8 @@ impl Processor {
         mut call: F,
     ) -> Result<UnitEnd, StoreError>
     where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<(), HandlerError>>,
+        F: FnMut(CallInfo) -> Fut,
+        Fut: Future<Output = Result<(), CallError>>,
     {
         let max = self.config.retry_max_attempts;
         loop {
@@ -674,12 +889,30 @@ impl Processor {
                 u.calls += 1;
                 u.calls
             });
-            let error = match call(call_no).await {
-                Ok(()) => {
+            let deadline = self.call_deadline();
+            let info = CallInfo { attempt: call_no, generation: fence.generation, deadline, fence: fence.clone() };
+            let outcome = tokio::time::timeout_at(deadline, AssertUnwindSafe(call(info)).catch_unwind()).await;
+            let error = match outcome {
+                Ok(Ok(Ok(()))) => {
                     self.forget_unit(feed, first);
                     return Ok(UnitEnd::Applied);
                 }
-                Err(e) => e,
+                Ok(Ok(Err(CallError::Handler(e)))) => e,
+                // The billing system was not called: a store error, retried by the term with back-off.
+                Ok(Ok(Err(CallError::Store(e)))) => return Err(e),
+                Ok(Err(payload)) => {
+                    let message = panic_message(payload.as_ref());
+                    let attempts = self.with_unit(feed, first, |u| u.attempts + 1);
+                    let error = format!("the handler panicked: {message}");
+                    return self
+                        .halt_unit(fence, feed, first, last, HaltReason::HandlerPanicked, error, attempts)
+                        .await;
+                }
+                Err(_) => HandlerError::failed(format!(
+                    "the billing call did not finish by its deadline (HandlerTimeoutMilliseconds = {} ms, or the \
+                     end of the lease) and was cut",
+                    self.config.handler_timeout.as_millis()
+                )),
             };
             if allow_split {
                 if let Some(k) = error.record_event_id().filter(|k| (first..=last).contains(k)) {
@@ -702,29 +935,58 @@ impl Processor {
                 u.attempts += 1;
                 u.attempts
             });
-            if attempts >= max {
-                let halt = HaltStatus {
-                    processor: self.kind,
-                    feed,
-                    event_id: first,
-                    last_event_id: last,
-                    reason,
-                    error: error.to_string(),
-                    attempts,
-                    halted_at: now,
-                };
-                self.store.set_halt(fence, &halt).await?;
+            if attempts >= max && allow_split && first != last {
+                // The handler did not say which record fails: take the batch apart, so that the halt (and an
+                // operator's skip) names one record, never a whole batch.
+                tracing::warn!(feed = %feed, first, last, error = %error, "usage batch failed without naming a record; retrying its records one by one");
                 self.forget_unit(feed, first);
-                tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
-                self.status.send_modify(|s| {
-                    s.phase = Phase::Halted;
-                    s.halt = Some(halt);
-                });
-                return Ok(UnitEnd::Halted);
+                return Ok(UnitEnd::Split(first));
+            }
+            if attempts >= max {
+                return self.halt_unit(fence, feed, first, last, reason, error.to_string(), attempts).await;
             }
             tracing::warn!(feed = %feed, event_id = first, attempt = attempts, max, error = %error, retry_in = ?self.config.retry_sleep, "billing side failed; retrying");
             sleep(self.config.retry_sleep).await;
         }
+    }
+
+    /// The deadline of a billing call starting now: `HandlerTimeoutMilliseconds` from now, but never after the
+    /// local end of the lease.
+    fn call_deadline(&self) -> Instant {
+        let by_timeout = Instant::now() + self.config.handler_timeout;
+        self.lease.deadline().map_or(by_timeout, |lease_end| lease_end.min(by_timeout))
+    }
+
+    /// Stores a halt on a unit (fenced) and publishes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn halt_unit(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        first: i64,
+        last: i64,
+        reason: HaltReason,
+        error: String,
+        attempts: u32,
+    ) -> Result<UnitEnd, StoreError> {
+        let halt = HaltStatus {
+            processor: self.kind,
+            feed,
+            event_id: first,
+            last_event_id: last,
+            reason,
+            error,
+            attempts,
+            halted_at: self.clock.now(),
+        };
+        self.store.set_halt(fence, &halt).await?;
+        self.forget_unit(feed, first);
+        tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
+        self.status.send_modify(|s| {
+            s.phase = Phase::Halted;
+            s.halt = Some(halt);
+        });
+        Ok(UnitEnd::Halted)
     }
 
     /// Commits a unit: processed record + cursor, fenced, in one transaction.
@@ -764,6 +1026,9 @@ impl Processor {
             }
             if f.held.is_some_and(|h| h.event_id <= last) {
                 f.held = None;
+            }
+            if f.history_lost.is_some_and(|(_, to)| to <= last) {
+                f.history_lost = None;
             }
         });
     }

@@ -11,7 +11,7 @@
 use wap_types::{FeedKind, UsageRecord};
 
 use super::journal::JournaledUnit;
-use super::{FeedEnd, Processor, UnitEnd};
+use super::{CallError, CallInfo, FeedEnd, Processor, UnitEnd};
 use crate::handler::{HandlerError, UsageBatch, UsageHandler};
 use crate::source::{FeedItem, MalformedItem};
 use crate::store::{Fence, HaltReason, ProcessedOutcome, StoreError};
@@ -60,7 +60,7 @@ impl Processor {
                     let end = self
                         .attempts(fence, feed, m.event_id, m.event_id, false, HaltReason::InvalidItem, |_| {
                             let message = message.clone();
-                            async move { Err(HandlerError::failed(message)) }
+                            async move { Err(HandlerError::failed(message).into()) }
                         })
                         .await?;
                     return Ok(Some(match end {
@@ -80,7 +80,13 @@ impl Processor {
                         self.usage_unit(fence, handler, shape, batch).await?
                     } else {
                         self.attempts(fence, feed, first, last, take > 1, HaltReason::HandlerFailed, |call| {
-                            handler.apply_usage(UsageBatch { records: batch, attempt: call })
+                            let batch = UsageBatch {
+                                records: batch,
+                                attempt: call.attempt,
+                                generation: call.generation,
+                                deadline: call.deadline,
+                            };
+                            async move { handler.apply_usage(batch).await.map_err(CallError::from) }
                         })
                         .await?
                     };
@@ -119,14 +125,19 @@ impl Processor {
             UsageShape::PerMeter { period } => Some(aggregate(batch, period)),
             _ => None,
         };
-        let call = |attempt: u32| {
+        let call = |call: CallInfo| {
             let lines = &lines;
             async move {
-                match lines {
-                    None => handler.apply_usage(UsageBatch { records: batch, attempt }).await,
-                    Some(Ok(lines)) => handler.apply_usage_lines(UsageLines { lines, records: batch, attempt }).await,
+                let (attempt, generation, deadline) = (call.attempt, call.generation, call.deadline);
+                let result = match lines {
+                    None => handler.apply_usage(UsageBatch { records: batch, attempt, generation, deadline }).await,
+                    Some(Ok(lines)) => {
+                        let lines = UsageLines { lines, records: batch, attempt, generation, deadline };
+                        handler.apply_usage_lines(lines).await
+                    }
                     Some(Err(e)) => Err(HandlerError::failed(e.to_string())),
-                }
+                };
+                result.map_err(CallError::from)
             }
         };
         if self.journaled() {

@@ -31,8 +31,8 @@ pub use self::sqlite::SqliteStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use self::types::{from_millis, identity_key, to_millis};
 pub use self::types::{
-    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, IdentityKind,
-    IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind,
+    AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget,
+    IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind,
 };
 pub use self::url::{redact_url, SqliteSync, StateDatabaseUrl};
 
@@ -81,6 +81,17 @@ pub enum StoreError {
         /// The processor.
         processor: ProcessorKind,
     },
+    /// An operator command named another event than the one the processor is halted on (a stale view, or a
+    /// retried request after the first one went through). Nothing was changed.
+    #[error("the {processor} processor is not halted on {expected}: {halted}")]
+    HaltMismatch {
+        /// The processor.
+        processor: ProcessorKind,
+        /// The event the command named.
+        expected: String,
+        /// The halt there is.
+        halted: String,
+    },
     /// The database was written by a newer engine.
     #[error(
         "state database schema version {found} is newer than this build supports ({supported}); upgrade the engine"
@@ -112,7 +123,10 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database { retryable, .. } => *retryable,
-            StoreError::Fenced { .. } | StoreError::NotHalted { .. } | StoreError::NotInDoubt { .. } => false,
+            StoreError::Fenced { .. }
+            | StoreError::NotHalted { .. }
+            | StoreError::NotInDoubt { .. }
+            | StoreError::HaltMismatch { .. } => false,
             StoreError::InvalidUrl { .. }
             | StoreError::BackendNotEnabled { .. }
             | StoreError::SchemaTooNew { .. }
@@ -167,15 +181,24 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     async fn set_halt(&self, fence: &Fence, halt: &HaltStatus) -> Result<(), StoreError>;
 
     /// Operator `resume`: deletes the halt (a PendingApproval timeout also drops the feed's hold, so the wait starts
-    /// again) and writes an audit entry. [`StoreError::NotHalted`] when there is no halt.
-    async fn resume(&self, processor: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError>;
+    /// again) and writes an audit entry. [`StoreError::NotHalted`] when there is no halt;
+    /// [`StoreError::HaltMismatch`] when `expected` is given and the halt is on another event.
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError>;
 
     /// Operator `skip`: in one transaction records the halted event (or usage range) as `skipped_by_operator`, moves
     /// the cursor past it, drops the hold, deletes the halt and writes an audit entry with `reason`.
-    /// [`StoreError::NotHalted`] when there is no halt.
+    /// [`StoreError::NotHalted`] when there is no halt; [`StoreError::HaltMismatch`] when `expected` is given and
+    /// the halt is on another event.
     async fn skip(
         &self,
         processor: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,
@@ -212,6 +235,26 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Fenced [`StateStore::set_identity`] (actor = the fence's holder): refused with [`StoreError::Fenced`] once
+    /// the fence's lease is lost, so a deposed leader's handler cannot change the map.
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Fenced [`StateStore::delete_identity`] (actor = the fence's holder).
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// All mappings of a kind, by WAP id.
     async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError>;
 
@@ -224,7 +267,8 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Tries to acquire a processor's lease for `holder`: succeeds when the row is free, released or expired (or,
     /// with `steal`, always), bumping the generation and setting the expiry to store-now + `ttl`. `None` when
-    /// another holder's lease is live.
+    /// the lease is live — also when its holder has the same name as `holder` (a second process with the same
+    /// `InstanceId` must not depose the first).
     async fn try_acquire_lease(
         &self,
         processor: ProcessorKind,

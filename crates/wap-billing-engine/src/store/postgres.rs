@@ -14,29 +14,53 @@ use crate::journal::{InDoubtResolution, Intent};
 use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, redact_url, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold,
-    Fence, HaltReason, HaltStatus, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
-    ProcessorKind, StateStore, StoreError,
+    Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent,
+    ProcessedOutcome, ProcessorKind, StateStore, StoreError,
 };
 
 mod journal;
 
 const BACKEND: &str = "postgres";
 
-/// Runs a block on the connection (`c: &mut Client`); a failure that closed the connection drops it so the next
-/// call reconnects.
+/// Runs a block on a connection (`c: &mut Client`): the data connection, or with `lease` the connection kept
+/// for lease acquisition and renewal (so a renewal never waits behind a commit or a status probe). A block that
+/// does not finish within [`OPERATION_TIMEOUT`] is dropped together with its connection (a black-holed
+/// connection would otherwise hang for the TCP retransmission time) and fails retryably; a failure that closed
+/// the connection drops it too, so the next call reconnects.
 macro_rules! with_client {
-    ($self:ident, |$c:ident| $body:block) => {{
-        let mut guard = $self.client().await?;
+    ($self:ident, |$c:ident| $body:block) => {
+        with_client!($self, data, |$c| $body)
+    };
+    ($self:ident, $slot:ident, |$c:ident| $body:block) => {{
+        let mut guard = $self.client(&$self.$slot).await?;
+        let mut timed_out = false;
         let result: Result<_, StoreError> = {
             let $c: &mut Client = guard.as_mut().expect("connected");
-            async { $body }.await
+            match tokio::time::timeout(OPERATION_TIMEOUT, async { $body }).await {
+                Ok(result) => result,
+                Err(_) => {
+                    timed_out = true;
+                    Err(StoreError::Database {
+                        backend: BACKEND,
+                        message: format!("no answer within {OPERATION_TIMEOUT:?}; connection dropped"),
+                        retryable: true,
+                    })
+                }
+            }
         };
-        if result.is_err() && guard.as_ref().is_some_and(Client::is_closed) {
+        if timed_out || (result.is_err() && guard.as_ref().is_some_and(Client::is_closed)) {
             *guard = None;
         }
         result
     }};
 }
+
+/// The longest one store operation may take on the client side before its connection is dropped.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// `statement_timeout` set on every connection (unless the URL's `options` set one): the server ends a
+/// statement that runs longer.
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
 
 /// The server's clock in milliseconds: lease expiry is computed and compared with it only, so instances on
 /// several machines agree whatever their own clocks say.
@@ -47,7 +71,11 @@ const MIGRATION_LOCK: i64 = 0x5741_505f_4249_4c4c; // "WAP_BILL"
 
 /// The state store in a PostgreSQL database, for adapters running on several machines.
 ///
-/// One connection per store, re-established after it breaks (the failed operation returns a retryable error).
+/// Two connections per store — one for data (cursors, commits, halts, status probes), one for lease
+/// acquisition, renewal and release — each re-established after it breaks (the failed operation returns a
+/// retryable error). Every connection has TCP keepalives (15 s idle, 5 s interval, 3 probes, unless the URL sets
+/// them), a 10 s connect timeout (unless set), `statement_timeout` 30 s, and each operation a 45 s client-side
+/// limit.
 /// Fenced writes lock the lease row (`FOR SHARE`) in their transaction, so a concurrent acquisition by another
 /// instance either waits for the commit or makes it fail with [`StoreError::Fenced`]. Lease times use the server's
 /// `clock_timestamp()`. TLS to the server is not offered in this version: connect over a trusted network or a local
@@ -55,7 +83,8 @@ const MIGRATION_LOCK: i64 = 0x5741_505f_4249_4c4c; // "WAP_BILL"
 pub struct PostgresStore {
     url: String,
     schema: Option<String>,
-    client: Mutex<Option<Client>>,
+    data: Mutex<Option<Client>>,
+    lease: Mutex<Option<Client>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -130,9 +159,9 @@ impl PostgresStore {
         // Reject a malformed URL up front with a clear message (no password in it).
         url.parse::<tokio_postgres::Config>()
             .map_err(|e| StoreError::InvalidUrl { url: redact_url(url), reason: e.to_string() })?;
-        let store = PostgresStore { url: url.to_owned(), schema, client: Mutex::new(None) };
+        let store = PostgresStore { url: url.to_owned(), schema, data: Mutex::new(None), lease: Mutex::new(None) };
         {
-            let mut guard = store.client().await?;
+            let mut guard = store.client(&store.data).await?;
             let client = guard.as_mut().expect("connected");
             migrate(client).await?;
         }
@@ -145,12 +174,31 @@ impl PostgresStore {
     }
 
     async fn connect_client(&self) -> Result<Client, StoreError> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::InvalidUrl { url: redact_url(&self.url), reason: e.to_string() }
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(15));
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+        let own_timeout = config.get_options().is_some_and(|o| o.contains("statement_timeout"));
+        let (client, connection) = config.connect(NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "state database connection closed");
             }
         });
+        if !own_timeout {
+            client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}")).await?;
+        }
         if let Some(schema) = &self.schema {
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"))
@@ -159,9 +207,9 @@ impl PostgresStore {
         Ok(client)
     }
 
-    /// The connection, (re)connecting when there is none or it closed.
-    async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, StoreError> {
-        let mut guard = self.client.lock().await;
+    /// A connection slot's connection, (re)connecting when there is none or it closed.
+    async fn client<'a>(&self, slot: &'a Mutex<Option<Client>>) -> Result<MutexGuard<'a, Option<Client>>, StoreError> {
+        let mut guard = slot.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
             *guard = Some(self.connect_client().await?);
@@ -456,11 +504,18 @@ impl StateStore for PostgresStore {
         })
     }
 
-    async fn resume(&self, processor: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError> {
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
         with_client!(self, |c| {
             let tx = c.transaction().await?;
             tx.execute("SELECT 1 FROM halt WHERE processor = $1 FOR UPDATE", &[&processor.name()]).await?;
             let halt = read_halt(&tx, processor).await?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute("DELETE FROM halt WHERE processor = $1", &[&processor.name()]).await?;
             if halt.reason == HaltReason::PendingApprovalTimeout {
                 tx.execute(DROP_HOLD_UP_TO, &[&halt.feed.name(), &halt.last_event_id]).await?;
@@ -484,6 +539,7 @@ impl StateStore for PostgresStore {
     async fn skip(
         &self,
         processor: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,
@@ -492,6 +548,7 @@ impl StateStore for PostgresStore {
             let tx = c.transaction().await?;
             tx.execute("SELECT 1 FROM halt WHERE processor = $1 FOR UPDATE", &[&processor.name()]).await?;
             let halt = read_halt(&tx, processor).await?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute(
                 "INSERT INTO processed_event (feed, event_id, last_event_id, outcome, processed_at_ms, generation)
                      VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (feed, event_id) DO NOTHING",
@@ -561,31 +618,18 @@ impl StateStore for PostgresStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        with_client!(self, |c| {
-            let tx = c.transaction().await?;
-            let key = identity_key(wap_id);
-            let old = tx
-                .query_opt(
-                    "SELECT billing_id FROM identity_map WHERE kind = $1 AND wap_key = $2 FOR UPDATE",
-                    &[&kind.name(), &key],
-                )
-                .await?
-                .map(|r| r.get::<_, String>(0));
-            tx.execute(
-                    "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
-                        billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
-                    &[&kind.name(), &key, &wap_id, &billing_id, &to_millis(at)],
-                )
-                .await?;
-            let detail = match old {
-                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
-                None => format!("{kind} {wap_id} -> {billing_id}"),
-            };
-            audit(&tx, at, actor, &AuditAction::IdentitySet, None, None, None, &detail).await?;
-            tx.commit().await?;
-            Ok(())
-        })
+        self.set_identity_with(None, kind, wap_id, billing_id, actor, at).await
+    }
+
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_identity_with(Some(fence), kind, wap_id, billing_id, &fence.holder, at).await
     }
 
     async fn delete_identity(
@@ -595,22 +639,17 @@ impl StateStore for PostgresStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        with_client!(self, |c| {
-            let tx = c.transaction().await?;
-            let old = tx
-                .query_opt(
-                    "DELETE FROM identity_map WHERE kind = $1 AND wap_key = $2 RETURNING billing_id",
-                    &[&kind.name(), &identity_key(wap_id)],
-                )
-                .await?
-                .map(|r| r.get::<_, String>(0));
-            if let Some(old) = &old {
-                let detail = format!("{kind} {wap_id} (was {old})");
-                audit(&tx, at, actor, &AuditAction::IdentityDelete, None, None, None, &detail).await?;
-            }
-            tx.commit().await?;
-            Ok(old.is_some())
-        })
+        self.delete_identity_with(None, kind, wap_id, actor, at).await
+    }
+
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.delete_identity_with(Some(fence), kind, wap_id, &fence.holder, at).await
     }
 
     async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
@@ -658,7 +697,7 @@ impl StateStore for PostgresStore {
         ttl: Duration,
         steal: bool,
     ) -> Result<Option<LeaseRecord>, StoreError> {
-        with_client!(self, |c| {
+        with_client!(self, lease, |c| {
             let tx = c.transaction().await?;
             tx.execute(
                 "INSERT INTO lease (processor, holder, generation, expires_at_ms) VALUES ($1, NULL, 0, 0)
@@ -677,8 +716,9 @@ impl StateStore for PostgresStore {
             let current = lease_from_row(processor, &row);
             let now: i64 = row.get(3);
             let free = current.holder.is_none() || to_millis(current.expires_at) <= now;
-            let mine = current.holder.as_deref() == Some(holder);
-            if !(steal || free || mine) {
+            // A live lease is not taken even when its holder has this holder's name: that is another process
+            // with the same InstanceId (or this one's previous process), and taking it would depose it.
+            if !(steal || free) {
                 return Ok(None);
             }
             let generation = current.generation + 1;
@@ -703,7 +743,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
-        with_client!(self, |c| {
+        with_client!(self, lease, |c| {
             let n = c
                 .execute(
                     &format!(
@@ -718,7 +758,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        with_client!(self, |c| {
+        with_client!(self, lease, |c| {
             c.execute(
                 &format!(
                     "UPDATE lease SET holder = NULL, expires_at_ms = {NOW_MS}
@@ -768,5 +808,76 @@ impl StateStore for PostgresStore {
         at: DateTime<Utc>,
     ) -> Result<Intent, StoreError> {
         with_client!(self, |c| { journal::resolve_intent(c, processor, resolution, actor, reason, at).await })
+    }
+}
+
+/// Identity-map writes, fenced (by a handler) or not (by an operator).
+impl PostgresStore {
+    async fn set_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            if let Some(f) = fence {
+                check_fence(&tx, f).await?;
+            }
+            let key = identity_key(wap_id);
+            let old = tx
+                .query_opt(
+                    "SELECT billing_id FROM identity_map WHERE kind = $1 AND wap_key = $2 FOR UPDATE",
+                    &[&kind.name(), &key],
+                )
+                .await?
+                .map(|r| r.get::<_, String>(0));
+            tx.execute(
+                    "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
+                        billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
+                    &[&kind.name(), &key, &wap_id, &billing_id, &to_millis(at)],
+                )
+                .await?;
+            let detail = match old {
+                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
+                None => format!("{kind} {wap_id} -> {billing_id}"),
+            };
+            audit(&tx, at, actor, &AuditAction::IdentitySet, None, None, None, &detail).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn delete_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            if let Some(f) = fence {
+                check_fence(&tx, f).await?;
+            }
+            let old = tx
+                .query_opt(
+                    "DELETE FROM identity_map WHERE kind = $1 AND wap_key = $2 RETURNING billing_id",
+                    &[&kind.name(), &identity_key(wap_id)],
+                )
+                .await?
+                .map(|r| r.get::<_, String>(0));
+            if let Some(old) = &old {
+                let detail = format!("{kind} {wap_id} (was {old})");
+                audit(&tx, at, actor, &AuditAction::IdentityDelete, None, None, None, &detail).await?;
+            }
+            tx.commit().await?;
+            Ok(old.is_some())
+        })
     }
 }

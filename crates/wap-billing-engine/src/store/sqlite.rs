@@ -15,7 +15,7 @@ use crate::journal::{InDoubtResolution, Intent};
 use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence,
-    HaltReason, HaltStatus, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
+    HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
     ProcessorKind, SqliteSync, StateStore, StoreError,
 };
 
@@ -423,11 +423,18 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn resume(&self, processor: ProcessorKind, actor: &str, at: DateTime<Utc>) -> Result<HaltStatus, StoreError> {
+    async fn resume(
+        &self,
+        processor: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
         let actor = actor.to_owned();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let halt = read_halt(&tx, processor)?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute("DELETE FROM halt WHERE processor = ?1", [processor.name()])?;
             if halt.reason == HaltReason::PendingApprovalTimeout {
                 tx.execute(DROP_HOLD_UP_TO, params![halt.feed.name(), halt.last_event_id])?;
@@ -451,6 +458,7 @@ impl StateStore for SqliteStore {
     async fn skip(
         &self,
         processor: ProcessorKind,
+        expected: Option<HaltTarget>,
         actor: &str,
         reason: &str,
         at: DateTime<Utc>,
@@ -460,6 +468,7 @@ impl StateStore for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let halt = read_halt(&tx, processor)?.ok_or(StoreError::NotHalted { processor })?;
+            halt.check(expected)?;
             tx.execute(
                 "INSERT INTO processed_event (feed, event_id, last_event_id, outcome, processed_at_ms, generation)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (feed, event_id) DO NOTHING",
@@ -529,32 +538,18 @@ impl StateStore for SqliteStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (wap_id, billing_id, actor) = (wap_id.to_owned(), billing_id.to_owned(), actor.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let key = identity_key(&wap_id);
-            let old: Option<String> = tx
-                .query_row(
-                    "SELECT billing_id FROM identity_map WHERE kind = ?1 AND wap_key = ?2",
-                    params![kind.name(), key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute(
-                "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
-                    billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
-                params![kind.name(), key, wap_id, billing_id, to_millis(at)],
-            )?;
-            let detail = match old {
-                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
-                None => format!("{kind} {wap_id} -> {billing_id}"),
-            };
-            audit(&tx, at, &actor, &AuditAction::IdentitySet, None, None, None, &detail)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.set_identity_with(None, kind, wap_id, billing_id, actor, at).await
+    }
+
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_identity_with(Some(fence), kind, wap_id, billing_id, &fence.holder, at).await
     }
 
     async fn delete_identity(
@@ -564,24 +559,17 @@ impl StateStore for SqliteStore {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let (wap_id, actor) = (wap_id.to_owned(), actor.to_owned());
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let old: Option<String> = tx
-                .query_row(
-                    "DELETE FROM identity_map WHERE kind = ?1 AND wap_key = ?2 RETURNING billing_id",
-                    params![kind.name(), identity_key(&wap_id)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(old) = &old {
-                let detail = format!("{kind} {wap_id} (was {old})");
-                audit(&tx, at, &actor, &AuditAction::IdentityDelete, None, None, None, &detail)?;
-            }
-            tx.commit()?;
-            Ok(old.is_some())
-        })
-        .await
+        self.delete_identity_with(None, kind, wap_id, actor, at).await
+    }
+
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.delete_identity_with(Some(fence), kind, wap_id, &fence.holder, at).await
     }
 
     async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
@@ -650,8 +638,9 @@ impl StateStore for SqliteStore {
                 .ok_or_else(|| StoreError::Corrupt("lease row vanished inside its transaction".into()))?;
             let now = now_ms();
             let free = current.holder.is_none() || to_millis(current.expires_at) <= now;
-            let mine = current.holder.as_deref() == Some(holder.as_str());
-            if !(steal || free || mine) {
+            // A live lease is not taken even when its holder has this holder's name: that is another process
+            // with the same InstanceId (or this one's previous process), and taking it would depose it.
+            if !(steal || free) {
                 return Ok(None);
             }
             let generation = current.generation + 1;
@@ -726,5 +715,81 @@ impl StateStore for SqliteStore {
     ) -> Result<Intent, StoreError> {
         let (actor, reason) = (actor.to_owned(), reason.to_owned());
         self.run(move |c| journal::resolve_intent(c, processor, resolution, &actor, &reason, at)).await
+    }
+}
+
+/// Identity-map writes, fenced (by a handler) or not (by an operator).
+impl SqliteStore {
+    async fn set_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let fence = fence.cloned();
+        let (wap_id, billing_id, actor) = (wap_id.to_owned(), billing_id.to_owned(), actor.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(f) = &fence {
+                check_fence(&tx, f)?;
+            }
+            let key = identity_key(&wap_id);
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT billing_id FROM identity_map WHERE kind = ?1 AND wap_key = ?2",
+                    params![kind.name(), key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO identity_map (kind, wap_key, wap_id, billing_id, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, wap_key) DO UPDATE SET wap_id = excluded.wap_id,
+                    billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
+                params![kind.name(), key, wap_id, billing_id, to_millis(at)],
+            )?;
+            let detail = match old {
+                Some(old) => format!("{kind} {wap_id} -> {billing_id} (was {old})"),
+                None => format!("{kind} {wap_id} -> {billing_id}"),
+            };
+            audit(&tx, at, &actor, &AuditAction::IdentitySet, None, None, None, &detail)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_identity_with(
+        &self,
+        fence: Option<&Fence>,
+        kind: IdentityKind,
+        wap_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let fence = fence.cloned();
+        let (wap_id, actor) = (wap_id.to_owned(), actor.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(f) = &fence {
+                check_fence(&tx, f)?;
+            }
+            let old: Option<String> = tx
+                .query_row(
+                    "DELETE FROM identity_map WHERE kind = ?1 AND wap_key = ?2 RETURNING billing_id",
+                    params![kind.name(), identity_key(&wap_id)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(old) = &old {
+                let detail = format!("{kind} {wap_id} (was {old})");
+                audit(&tx, at, &actor, &AuditAction::IdentityDelete, None, None, None, &detail)?;
+            }
+            tx.commit()?;
+            Ok(old.is_some())
+        })
+        .await
     }
 }

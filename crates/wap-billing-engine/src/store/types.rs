@@ -175,6 +175,14 @@ pub enum HaltReason {
     /// failing). The halt names the open [`Intent`](crate::journal::Intent); an operator resolves it with
     /// [`Operator::resolve_in_doubt`](crate::Operator::resolve_in_doubt).
     InDoubt,
+    /// The handler panicked on the item (the panic message is in the halt's error). Not retried.
+    HandlerPanicked,
+    /// WAP answered the fetch at this position with a permanent error (HTTP 400 or 404) or a page whose records
+    /// cannot be read, `RetryMaxAttempts` times in a row. `skip` passes over the named id.
+    WapRejected,
+    /// WAP has purged history the adapter never read: the first id it still serves lies above the cursor + 1.
+    /// The halt names the lost range; only an operator's acknowledgement (`skip`) moves past it.
+    HistoryLost,
     /// A reason written by a newer version of the engine.
     Other(String),
 }
@@ -187,6 +195,9 @@ impl HaltReason {
             HaltReason::InvalidItem => "invalid_item",
             HaltReason::PendingApprovalTimeout => "pending_approval_timeout",
             HaltReason::InDoubt => "in_doubt",
+            HaltReason::HandlerPanicked => "handler_panicked",
+            HaltReason::WapRejected => "wap_rejected",
+            HaltReason::HistoryLost => "history_lost",
             HaltReason::Other(s) => s,
         }
     }
@@ -198,6 +209,9 @@ impl HaltReason {
             "invalid_item" => HaltReason::InvalidItem,
             "pending_approval_timeout" => HaltReason::PendingApprovalTimeout,
             "in_doubt" => HaltReason::InDoubt,
+            "handler_panicked" => HaltReason::HandlerPanicked,
+            "wap_rejected" => HaltReason::WapRejected,
+            "history_lost" => HaltReason::HistoryLost,
             other => HaltReason::Other(other.to_owned()),
         }
     }
@@ -239,6 +253,43 @@ impl fmt::Display for HaltStatus {
             write!(f, "..={}", self.last_event_id)?;
         }
         write!(f, " ({}, {} attempts): {}", self.reason, self.attempts, self.error)
+    }
+}
+
+/// The event an operator command means (the feed and the halted `EventId`, as the operator saw it in the halt).
+/// `resume` and `skip` given one act only when the stored halt is on that event, so a stale view or a retried
+/// request never acts on a later halt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HaltTarget {
+    /// The feed of the halted event.
+    pub feed: FeedKind,
+    /// The halted `EventId` (for a usage range or a lost-history gap: its first id).
+    pub event_id: i64,
+}
+
+impl fmt::Display for HaltTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} event {}", self.feed, self.event_id)
+    }
+}
+
+impl HaltStatus {
+    /// The event this halt is on.
+    pub fn target(&self) -> HaltTarget {
+        HaltTarget { feed: self.feed, event_id: self.event_id }
+    }
+
+    /// [`StoreError::HaltMismatch`](super::StoreError::HaltMismatch) unless `expected` (when given) is this
+    /// halt's event.
+    pub(crate) fn check(&self, expected: Option<HaltTarget>) -> Result<(), super::StoreError> {
+        match expected {
+            Some(e) if e != self.target() => Err(super::StoreError::HaltMismatch {
+                processor: self.processor,
+                expected: e.to_string(),
+                halted: self.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

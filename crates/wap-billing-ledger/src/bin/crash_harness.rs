@@ -13,8 +13,8 @@
 //! the billing system's commit and the engine's (printing `FAIL POINT after_billing_call <range>` on stdout), for
 //! the test to kill it there.
 //!
-//! Runs with `LeaderElectionMode = SingleInstance` (a restart takes the lease at once), a 200 ms sync interval and
-//! short retry sleeps. With `--exit-when-caught-up` it stops gracefully once both processors are caught up and
+//! Runs with `LeaderElectionMode = SingleInstance` (a restart takes the lease at once, then waits out the previous
+//! holder's 1 s call deadline), a 200 ms sync interval and short retry sleeps. With `--exit-when-caught-up` it stops gracefully once both processors are caught up and
 //! prints one summary line; otherwise it runs until killed or Ctrl-C. Exit status 2 means bad arguments, 1 a
 //! failure to start or a processor halt.
 
@@ -111,6 +111,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .wap_retry_initial(Duration::from_millis(50))
         .wap_retry_max(Duration::from_secs(2))
         .batch_size(args.batch)
+        // Calls into a local SQLite ledger take milliseconds; a restart that steals an unreleased lease waits out
+        // the previous holder's call deadline, so keep it short.
+        .handler_timeout(Duration::from_millis(1_000))
         .build()?;
     let store = Arc::new(SqliteStore::open(&args.state).await?);
     let client = UsageClient::builder().base_url(&args.url).credentials(args.user.clone(), args.password.clone());
