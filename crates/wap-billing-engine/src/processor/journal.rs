@@ -194,24 +194,8 @@ impl Processor {
                     u.attempts
                 });
                 if attempts >= max {
-                    let halt = HaltStatus {
-                        processor: self.kind,
-                        feed,
-                        event_id: first,
-                        last_event_id: last,
-                        reason: HaltReason::HandlerFailed,
-                        error: error.to_string(),
-                        attempts,
-                        halted_at: now,
-                    };
-                    self.store.set_halt(fence, &halt).await?;
-                    self.forget_unit(feed, first);
-                    tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
-                    self.status.send_modify(|s| {
-                        s.phase = Phase::Halted;
-                        s.halt = Some(halt);
-                    });
-                    return Ok(UnitEnd::Halted);
+                    let error = error.to_string();
+                    return self.halt_unit(fence, feed, first, last, HaltReason::HandlerFailed, error, attempts).await;
                 }
                 tracing::warn!(feed = %feed, event_id = first, attempt = attempts, max, error = %error, retry_in = ?self.config.retry_sleep, "billing side failed (reconciled: not applied); retrying");
                 tokio::time::sleep(self.config.retry_sleep).await;
