@@ -103,6 +103,13 @@ pub struct EngineConfig {
     /// deadline is the earlier of this and the end of the lease as this instance knows it, so a call never
     /// outlives its lease; a call cut at its deadline spends an attempt.
     pub handler_timeout: Duration,
+    /// `ProcessedEventRetentionDays` (project key, 400; 0 keeps everything): `processed_event` rows older than this
+    /// and below their feed's cursor are deleted once a day by the leader. The default keeps more than a year for
+    /// reconciliation against the billing system, ten times WAP's own 40-day retention.
+    pub processed_event_retention: Option<Duration>,
+    /// `AuditLogRetentionDays` (project key, 2557 ≈ 7 years; 0 keeps everything): audit entries older than this
+    /// are deleted once a day by the leader.
+    pub audit_log_retention: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -131,6 +138,8 @@ impl Default for EngineConfig {
             election_mode: ElectionMode::Elect,
             instance_id: default_instance_id(),
             handler_timeout: Duration::from_millis(25_000),
+            processed_event_retention: Some(Duration::from_secs(400 * 86_400)),
+            audit_log_retention: Some(Duration::from_secs(2_557 * 86_400)),
         }
     }
 }
@@ -277,6 +286,10 @@ impl EngineConfigBuilder {
         election_mode: ElectionMode,
         /// `HandlerTimeoutMilliseconds`.
         handler_timeout: Duration,
+        /// `ProcessedEventRetentionDays` (`None`: keep everything).
+        processed_event_retention: Option<Duration>,
+        /// `AuditLogRetentionDays` (`None`: keep everything).
+        audit_log_retention: Option<Duration>,
     }
 
     /// `StateDatabaseUrl`.
@@ -376,6 +389,14 @@ impl EngineConfigBuilder {
             }
             "instanceid" => c.instance_id = v.to_owned(),
             "handlertimeoutmilliseconds" => c.handler_timeout = ms()?,
+            "processedeventretentiondays" => {
+                c.processed_event_retention =
+                    Some(number()?).filter(|d| *d > 0).map(|d| Duration::from_secs(d.saturating_mul(86_400)));
+            }
+            "auditlogretentiondays" => {
+                c.audit_log_retention =
+                    Some(number()?).filter(|d| *d > 0).map(|d| Duration::from_secs(d.saturating_mul(86_400)));
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -203,7 +203,10 @@ impl LeaderElector {
                     self.set_conflict(None);
                     let fence =
                         Fence { processor: self.processor, holder: self.holder.clone(), generation: lease.generation };
-                    let unreleased = previous.as_ref().is_some_and(|p| p.holder.is_some() && p.generation > 0);
+                    // In SingleInstance mode the first acquisition takes the lease from this instance's own dead
+                    // predecessor (the operator said there is only one instance): no wait, as documented.
+                    let unreleased =
+                        !steal && previous.as_ref().is_some_and(|p| p.holder.is_some() && p.generation > 0);
                     let wait = unreleased.then(|| asked_at + self.call_timeout.min(self.ttl));
                     tracing::info!(processor = %self.processor, holder = %self.holder, generation = lease.generation, steal, "lease acquired");
                     self.lead(&fence, asked_at, wait).await;

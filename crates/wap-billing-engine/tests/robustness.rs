@@ -408,6 +408,14 @@ impl StateStore for Freezable {
         self.gate().await;
         self.inner.audit_log(limit).await
     }
+    async fn prune(
+        &self,
+        processed_before: Option<DateTime<Utc>>,
+        audit_before: Option<DateTime<Utc>>,
+    ) -> Result<(u64, u64), StoreError> {
+        self.gate().await;
+        self.inner.prune(processed_before, audit_before).await
+    }
     async fn try_acquire_lease(
         &self,
         p: ProcessorKind,

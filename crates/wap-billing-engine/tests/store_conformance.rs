@@ -442,6 +442,34 @@ async fn intents_are_journaled_fenced_and_resolved(b: Backend) {
     ));
 }
 
+async fn pruning_keeps_the_rows_at_the_cursor_and_newer_entries(b: Backend) {
+    let s = &b.a;
+    let fence = lead(s, ProcessorKind::Notification, "engine-1").await;
+    // Committed at t(1), t(2), t(3), t(10): the cursor ends at 10.
+    for id in [1, 2, 3, 10] {
+        s.commit(&fence, &commit(FeedKind::Plans, id, id, ProcessedOutcome::Applied)).await.unwrap();
+    }
+    s.set_halt(&fence, &halt(FeedKind::Plans, 11, 11, HaltReason::HandlerFailed)).await.unwrap();
+    let audit_before = s.audit_log(100).await.unwrap().len();
+    assert!(audit_before >= 1);
+
+    // Nothing to do without a cutoff.
+    assert_eq!(s.prune(None, None).await.unwrap(), (0, 0));
+    // Cut at t(5): rows 1..=3 go; 10 (newer, and the cursor's own row) stays.
+    let (processed, _) = s.prune(Some(t(5)), None).await.unwrap();
+    assert_eq!(processed, 3);
+    let left: Vec<i64> = s.processed(FeedKind::Plans, 0, 100).await.unwrap().iter().map(|p| p.event_id).collect();
+    assert_eq!(left, vec![10]);
+    // Even a cutoff after everything keeps the row at the cursor.
+    s.prune(Some(t(1_000_000)), None).await.unwrap();
+    assert_eq!(s.processed(FeedKind::Plans, 10, 10).await.unwrap().len(), 1);
+    assert_eq!(s.audit_log(100).await.unwrap().len(), audit_before, "audit kept without its cutoff");
+    let far_future = Utc::now() + chrono::Duration::days(1);
+    let (_, audit) = s.prune(None, Some(far_future)).await.unwrap();
+    assert_eq!(audit as usize, audit_before);
+    assert!(s.audit_log(100).await.unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_store {
@@ -477,6 +505,7 @@ conformance!(
     identity_mappings_are_edited_and_audited,
     operator_wrappers_and_cursor_listing,
     intents_are_journaled_fenced_and_resolved,
+    pruning_keeps_the_rows_at_the_cursor_and_newer_entries,
 );
 
 #[tokio::test]

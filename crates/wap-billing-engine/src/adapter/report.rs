@@ -314,3 +314,44 @@ impl AdapterStatus {
         Health { state, problems, catching_up: self.catching_up }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(task_running: bool, phase: Phase, conflict: Option<&str>) -> AdapterStatus {
+        let mut local = ProcessorStatus::new(ProcessorKind::Usage);
+        local.phase = phase;
+        local.lease_conflict = conflict.map(str::to_owned);
+        AdapterStatus {
+            instance_id: "i".into(),
+            state_store: "sqlite",
+            catching_up: false,
+            processors: vec![ProcessorReport {
+                processor: ProcessorKind::Usage,
+                enabled: true,
+                lease: None,
+                is_leader: false,
+                halt: None,
+                local: Some(local),
+                task_running,
+                feeds: Vec::new(),
+            }],
+            responder_endpoint: None,
+            store_error: None,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn health_reports_a_processor_task_that_is_not_running_and_a_lease_conflict() {
+        assert_eq!(report(true, Phase::CaughtUp, None).health(false).state, HealthState::Ok);
+        let dead = report(false, Phase::CatchingUp, None).health(false);
+        assert_eq!(dead.state, HealthState::Degraded);
+        assert!(dead.problems[0].contains("task is not running"), "{:?}", dead.problems);
+        assert_eq!(report(false, Phase::Stopped, None).health(false).state, HealthState::Ok, "stopped on purpose");
+        let twin = report(true, Phase::Standby, Some("two instances share one InstanceId")).health(false);
+        assert_eq!(twin.state, HealthState::Degraded);
+        assert!(twin.problems[0].contains("InstanceId"), "{:?}", twin.problems);
+    }
+}

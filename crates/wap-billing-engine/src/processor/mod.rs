@@ -141,6 +141,7 @@ struct Processor {
     wake: Arc<Notify>,
     units: Mutex<HashMap<(FeedKind, i64), UnitState>>,
     lease: LeaseTimes,
+    last_prune: Mutex<Option<Instant>>,
 }
 
 /// The election task of a processor; aborted when dropped.
@@ -375,6 +376,7 @@ impl Processor {
             wake: Arc::new(Notify::new()),
             units: Mutex::new(HashMap::new()),
             lease: LeaseTimes::default(),
+            last_prune: Mutex::new(None),
         }
     }
 
@@ -504,6 +506,7 @@ impl Processor {
             match result {
                 Ok(pause) => {
                     store_backoff.reset();
+                    self.prune_if_due().await;
                     self.status.send_modify(|s| {
                         s.last_store_error = None;
                         s.last_finished_round = round_no;
@@ -531,6 +534,39 @@ impl Processor {
                     self.status.send_modify(|s| s.last_store_error = Some(text));
                     sleep(wait).await;
                 }
+            }
+        }
+    }
+
+    /// Once a day (and after the first round of the process): deletes `processed_event` rows and audit entries
+    /// older than their retention (`ProcessedEventRetentionDays`, `AuditLogRetentionDays`). A failure is logged and
+    /// tried again the next day.
+    async fn prune_if_due(&self) {
+        const EVERY: Duration = Duration::from_secs(86_400);
+        let now = Instant::now();
+        {
+            let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let wall = self.clock.now();
+        let before = |keep: Option<Duration>| {
+            keep.and_then(|k| chrono::Duration::from_std(k).ok()).and_then(|k| wall.checked_sub_signed(k))
+        };
+        let processed_before = before(self.config.processed_event_retention);
+        let audit_before = before(self.config.audit_log_retention);
+        if processed_before.is_none() && audit_before.is_none() {
+            return;
+        }
+        match self.store.prune(processed_before, audit_before).await {
+            Ok((processed, audit)) if processed + audit > 0 => {
+                tracing::info!(processor = %self.kind, processed, audit, "old processed-event rows and audit entries deleted (retention)");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(processor = %self.kind, error = %e, "retention pruning failed; trying again tomorrow")
             }
         }
     }

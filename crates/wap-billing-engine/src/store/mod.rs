@@ -263,6 +263,17 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// The newest `limit` audit entries, oldest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 
+    // ---- housekeeping ----
+
+    /// Deletes `processed_event` rows committed before `processed_before` that lie wholly below their feed's
+    /// cursor (the rows the next fetches are checked against are kept), and audit entries written before
+    /// `audit_before`; `None` keeps that table whole. Returns how many rows of each were deleted.
+    async fn prune(
+        &self,
+        processed_before: Option<DateTime<Utc>>,
+        audit_before: Option<DateTime<Utc>>,
+    ) -> Result<(u64, u64), StoreError>;
+
     // ---- leases ----
 
     /// Tries to acquire a processor's lease for `holder`: succeeds when the row is free, released or expired (or,

@@ -664,6 +664,33 @@ impl StateStore for PostgresStore {
         })
     }
 
+    async fn prune(
+        &self,
+        processed_before: Option<DateTime<Utc>>,
+        audit_before: Option<DateTime<Utc>>,
+    ) -> Result<(u64, u64), StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            let processed = match processed_before {
+                Some(t) => {
+                    tx.execute(
+                        "DELETE FROM processed_event WHERE processed_at_ms < $1 AND last_event_id <
+                           COALESCE((SELECT c.last_event_id FROM cursor c WHERE c.feed = processed_event.feed), -1)",
+                        &[&to_millis(t)],
+                    )
+                    .await?
+                }
+                None => 0,
+            };
+            let audit = match audit_before {
+                Some(t) => tx.execute("DELETE FROM audit_log WHERE at_ms < $1", &[&to_millis(t)]).await?,
+                None => 0,
+            };
+            tx.commit().await?;
+            Ok((processed, audit))
+        })
+    }
+
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         with_client!(self, |c| {
             let rows = c

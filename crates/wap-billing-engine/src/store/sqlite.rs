@@ -590,6 +590,31 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn prune(
+        &self,
+        processed_before: Option<DateTime<Utc>>,
+        audit_before: Option<DateTime<Utc>>,
+    ) -> Result<(u64, u64), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let processed = match processed_before {
+                Some(t) => tx.execute(
+                    "DELETE FROM processed_event WHERE processed_at_ms < ?1 AND last_event_id <
+                       COALESCE((SELECT c.last_event_id FROM cursor c WHERE c.feed = processed_event.feed), -1)",
+                    [to_millis(t)],
+                )?,
+                None => 0,
+            };
+            let audit = match audit_before {
+                Some(t) => tx.execute("DELETE FROM audit_log WHERE at_ms < ?1", [to_millis(t)])?,
+                None => 0,
+            };
+            tx.commit()?;
+            Ok((processed as u64, audit as u64))
+        })
+        .await
+    }
+
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
