@@ -21,8 +21,8 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wap_billing::engine::ledger::{AccountStanding, SqliteLedger};
 use wap_billing::engine::{Adapter, ElectionMode, EngineConfig, ProcessorKind};
+use wap_billing::ledger::{AccountStanding, SqliteLedger};
 use wap_billing::responder::{Responder, ResponderConfig, ServerConfig};
 use wap_billing::sim::{ActionOutcome, CallResult, CreateSubscription, DatasetSpec, NotificationSubscriber, WapSim};
 use wap_billing::types::{BasicCredentials, FeedKind, PlanPriceQuery, StringMap, UsageRecord, WapDateTime};

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wap_billing::engine::ledger::{AccountStanding, SqliteLedger};
 use wap_billing::engine::{Adapter, ElectionMode, EngineConfig};
+use wap_billing::ledger::{AccountStanding, SqliteLedger};
 use wap_billing::resource_provider::{EndpointAuth, RpServer, UsageLedger};
 use wap_billing::responder::{Responder, ResponderConfig, ServerConfig};
 use wap_billing::sim::{CreateSubscription, DatasetSpec, NotificationSubscriber, RpRegistration, WapSim};

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wap_billing_engine::ledger::SqliteLedger;
 use wap_billing_engine::{Adapter, AdapterError, ElectionMode, EngineConfig};
+use wap_billing_ledger::SqliteLedger;
 use wap_responder::{FailureMode, Responder, ResponderConfig, ServerConfig};
 use wap_types::{BasicCredentials, FeedKind, StartIdMode};
 use wap_usage_client::UsageClient;

@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use wap_billing_engine::ledger::AccountStanding;
+use wap_billing_ledger::AccountStanding;
 use wap_sim::{ActionOutcome, CallResult, CreateSubscription, DatasetSpec, NotificationSubscriber, WapSim};
 use wap_types::{BasicCredentials, FeedKind, PlanPriceQuery, StringMap, UsageRecord, WapDateTime};
 

@@ -361,7 +361,7 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
     assert!(usage_feed(&s)["halt"].is_null(), "{s:#}");
     sigterm(&child);
     assert!(child.wait().unwrap().success());
-    let ledger = rt.block_on(wap_billing_engine::ledger::SqliteLedger::open(&f.ledger)).unwrap();
+    let ledger = rt.block_on(wap_billing_ledger::SqliteLedger::open(&f.ledger)).unwrap();
     let held = rt.block_on(ledger.usage_count()).unwrap();
     assert_eq!(held as usize, sim.usage_ids().len() - 2, "stopped at {stopped_at} of {}", more.end());
     rt.block_on(sim.shutdown());

@@ -15,6 +15,10 @@
 //! * for usage, store each record under its `(usage, EventId)` key: a batch may come again with **different
 //!   boundaries** (pages are re-fetched), so deduplicate per record, not per batch.
 //!
+//! A billing system that **cannot** make a call harmless (every call appends a line) declares
+//! [`Delivery::Journaled`] instead and implements `reconcile`: the engine then journals each call and reconciles
+//! before sending anything again, see [`journal`](crate::journal).
+//!
 //! What the engine guarantees in return: an event it has committed is never delivered again; events of one feed
 //! arrive one at a time in ascending `EventId`; Rejected events (NotificationState 1) never arrive; a handler call
 //! is dropped (cancelled at its next `.await`) the moment the instance loses its lease, and at its deadline
@@ -35,6 +39,8 @@ use wap_types::{
 };
 
 use crate::identity::IdentityMap;
+use crate::journal::{Delivery, Intent, Reconciliation};
+use crate::usage_lines::{UsageLines, UsageShape};
 
 /// The idempotency key of an event: its feed and `EventId` (ids are unique within a feed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -269,6 +275,26 @@ pub trait EventHandler: Send + Sync + 'static {
         ignored(ctx, change.verb());
         Ok(())
     }
+
+    /// The delivery path this billing system needs (default [`Delivery::IdempotentByKey`]). With
+    /// [`Delivery::Journaled`] implement [`EventHandler::reconcile`] too.
+    fn delivery(&self) -> Delivery {
+        Delivery::IdempotentByKey
+    }
+
+    /// The token stored with a journaled call's [`Intent`] (default: [`Intent::default_token`], computable from
+    /// [`EventContext::key`]). Store it on what the call creates, so that `reconcile` can find it.
+    fn intent_token(&self, intent: &Intent) -> Option<String> {
+        let _ = intent;
+        None
+    }
+
+    /// Journaled path: whether the billing system holds the change of an open intent (looked up by its token or by
+    /// WAP ids). The default answers [`Reconciliation::Unknown`], so an open intent halts the processor in doubt. An
+    /// `Err` is retried `RetryMaxAttempts` times, then the processor halts in doubt.
+    async fn reconcile(&self, intent: &Intent) -> Result<Reconciliation, HandlerError> {
+        Ok(Reconciliation::unknown(format!("the event handler cannot reconcile {intent}")))
+    }
 }
 
 fn ignored(ctx: &EventContext<'_>, verb: &str) {
@@ -319,6 +345,42 @@ impl<'a> UsageBatch<'a> {
 pub trait UsageHandler: Send + Sync + 'static {
     /// Applies a batch. On failure, name the failing record with [`HandlerError::for_record`] when known.
     async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError>;
+
+    /// The delivery path this billing system needs (default [`Delivery::IdempotentByKey`]). With
+    /// [`Delivery::Journaled`] implement [`UsageHandler::reconcile`] too.
+    fn delivery(&self) -> Delivery {
+        Delivery::IdempotentByKey
+    }
+
+    /// How usage is handed over (default [`UsageShape::PerRecord`]: [`UsageHandler::apply_usage`]). With
+    /// [`UsageShape::PerMeter`] the engine calls [`UsageHandler::apply_usage_lines`] instead.
+    fn usage_shape(&self) -> UsageShape {
+        UsageShape::PerRecord
+    }
+
+    /// [`UsageShape::PerMeter`]: applies one batch as lines aggregated per (subscription, resource, meter, period),
+    /// each with its contributing `EventId` range. The default fails (a handler choosing `PerMeter` implements it).
+    async fn apply_usage_lines(&self, lines: UsageLines<'_>) -> Result<(), HandlerError> {
+        Err(HandlerError::failed(format!(
+            "the usage handler chose UsageShape::PerMeter but does not implement apply_usage_lines ({} lines)",
+            lines.lines.len()
+        )))
+    }
+
+    /// The token stored with a journaled call's [`Intent`] (default: [`Intent::default_token`], computable from
+    /// the batch's first and last `EventId`). Store it on what the call creates, so that `reconcile` can find it.
+    fn intent_token(&self, intent: &Intent) -> Option<String> {
+        let _ = intent;
+        None
+    }
+
+    /// Journaled path: whether the billing system holds the usage of an open intent (looked up by its token or
+    /// its `EventId` range): all of it ([`Reconciliation::Applied`]), none of it ([`Reconciliation::NotApplied`]),
+    /// or it cannot tell ([`Reconciliation::Unknown`], e.g. part of it: the processor halts in doubt). An `Err` is
+    /// retried `RetryMaxAttempts` times, then the processor halts in doubt.
+    async fn reconcile(&self, intent: &Intent) -> Result<Reconciliation, HandlerError> {
+        Ok(Reconciliation::unknown(format!("the usage handler cannot reconcile {intent}")))
+    }
 }
 
 #[async_trait]
@@ -357,11 +419,35 @@ impl<T: EventHandler + ?Sized> EventHandler for Arc<T> {
     ) -> Result<(), HandlerError> {
         (**self).subscription_addon(ctx, change).await
     }
+    fn delivery(&self) -> Delivery {
+        (**self).delivery()
+    }
+    fn intent_token(&self, intent: &Intent) -> Option<String> {
+        (**self).intent_token(intent)
+    }
+    async fn reconcile(&self, intent: &Intent) -> Result<Reconciliation, HandlerError> {
+        (**self).reconcile(intent).await
+    }
 }
 
 #[async_trait]
 impl<T: UsageHandler + ?Sized> UsageHandler for Arc<T> {
     async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
         (**self).apply_usage(batch).await
+    }
+    fn delivery(&self) -> Delivery {
+        (**self).delivery()
+    }
+    fn usage_shape(&self) -> UsageShape {
+        (**self).usage_shape()
+    }
+    async fn apply_usage_lines(&self, lines: UsageLines<'_>) -> Result<(), HandlerError> {
+        (**self).apply_usage_lines(lines).await
+    }
+    fn intent_token(&self, intent: &Intent) -> Option<String> {
+        (**self).intent_token(intent)
+    }
+    async fn reconcile(&self, intent: &Intent) -> Result<Reconciliation, HandlerError> {
+        (**self).reconcile(intent).await
     }
 }

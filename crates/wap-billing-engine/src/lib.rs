@@ -6,21 +6,22 @@ mod clock;
 pub mod config;
 pub mod handler;
 pub mod identity;
+pub mod journal;
 pub mod lease;
-#[cfg(feature = "sqlite")]
-pub mod ledger;
 mod memory_source;
 pub mod operator;
 pub mod processor;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod usage_lines;
 pub mod usage_service;
 
 pub use adapter::{Adapter, AdapterBuilder, AdapterError, AdapterStatus, Health, HealthState};
 pub use config::{ConfigError, ElectionMode, EngineConfig, EngineConfigBuilder};
 pub use handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler};
 pub use identity::{IdentityMap, StoreIdentityMap};
+pub use journal::{Delivery, InDoubtResolution, Intent, Reconciliation};
 pub use lease::{LeaderElector, Leadership};
 pub use memory_source::{FetchRequest, MemorySource};
 pub use operator::Operator;
@@ -36,6 +37,7 @@ pub use store::{
     IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, StateStore,
     StoreError,
 };
+pub use usage_lines::{UsageLine, UsageLines, UsagePeriod, UsageShape};
 pub use usage_service::UsageServiceSource;
 /// The approval and pricing responder the adapter serves (re-exported for [`AdapterBuilder::responder`]).
 pub use wap_responder as responder;

@@ -10,6 +10,7 @@ use chrono::Utc;
 use wap_types::FeedKind;
 
 use crate::identity::StoreIdentityMap;
+use crate::journal::{InDoubtResolution, Intent};
 use crate::store::{AuditEntry, FeedCursor, HaltStatus, HaltTarget, ProcessorKind, StateStore, StoreError};
 
 /// Operator commands on a state store.
@@ -88,6 +89,28 @@ impl Operator {
         let halt = self.store.skip(processor, event, actor, reason, Utc::now()).await?;
         tracing::warn!(processor = %processor, actor, reason, feed = %halt.feed, event_id = halt.event_id, last_event_id = halt.last_event_id, "operator skipped event");
         Ok(halt)
+    }
+
+    /// Resolves the intent a processor halted **in doubt** on (journaled path), after the operator checked the
+    /// billing system: [`InDoubtResolution::Applied`] commits it as applied, [`InDoubtResolution::SendAgain`] has
+    /// it sent again, [`InDoubtResolution::Skip`] records it as `skipped_by_operator`; the halt is cleared and the
+    /// decision audited with `reason` (action `resolve`). Returns the intent. [`StoreError::NotInDoubt`] when the
+    /// processor is not halted in doubt. (`resume` on an in-doubt halt asks the handler's `reconcile` again.)
+    pub async fn resolve_in_doubt(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Intent, StoreError> {
+        let intent = self.store.resolve_intent(processor, resolution, actor, reason, Utc::now()).await?;
+        tracing::warn!(processor = %processor, actor, reason, %resolution, %intent, "operator resolved in-doubt intent");
+        Ok(intent)
+    }
+
+    /// The open intent of a processor (journaled path), if any.
+    pub async fn intent(&self, processor: ProcessorKind) -> Result<Option<Intent>, StoreError> {
+        self.store.intent(processor).await
     }
 
     /// The newest `limit` audit entries, oldest first.

@@ -119,6 +119,8 @@ pub struct ProcessorStatus {
     pub last_finished_round: u64,
     /// The last state-store error, while the store fails (prefixed `permanent:` when retrying cannot help).
     pub last_store_error: Option<String>,
+    /// Journaled path: open intents this instance found and reconciled (applied or not applied) since start.
+    pub intents_reconciled: u64,
     /// Why this instance does not take the lease although it could: another live process holds it under the same
     /// `InstanceId`.
     pub lease_conflict: Option<String>,
@@ -136,6 +138,7 @@ impl ProcessorStatus {
             rounds_started: 0,
             last_finished_round: 0,
             last_store_error: None,
+            intents_reconciled: 0,
             lease_conflict: None,
         }
     }
@@ -163,7 +166,12 @@ impl ProcessorStatus {
         self.feeds.iter().filter_map(|f| f.last_committed).max()
     }
 
-    /// Whether this instance is the leader.
+    /// Whether the processor is halted in doubt (journaled path: an intent nobody could reconcile).
+    pub fn is_in_doubt(&self) -> bool {
+        self.halt.as_ref().is_some_and(|h| h.reason == crate::store::HaltReason::InDoubt)
+    }
+
+    /// Whether this instance leads the processor.
     pub fn is_leader(&self) -> bool {
         self.leader_generation.is_some()
     }

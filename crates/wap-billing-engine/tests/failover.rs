@@ -1,7 +1,8 @@
 //! Failover between two engines sharing one state database (one SQLite file; PostgreSQL when
 //! `WAP_BILLING_TEST_POSTGRES_URL` is set): only the leader processes; when it dies the other takes over after the
 //! lease expires; nothing is committed twice; a deposed leader cannot commit; losing the lease cancels the billing
-//! call in flight.
+//! call in flight; on the journaled path, with a billing system that cannot deduplicate and the leader killed
+//! between its billing call and its commit, every record is billed exactly once.
 
 mod common;
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use wap_billing_engine::{
-    ElectionMode, EngineConfig, EntityChange, EventContext, EventHandler, HandlerError, MemorySource, Phase,
-    ProcessorKind, StateStore, UsageBatch, UsageHandler,
+    Delivery, ElectionMode, EngineConfig, EntityChange, EventContext, EventHandler, HandlerError, Intent, MemorySource,
+    Phase, ProcessorKind, Reconciliation, StateStore, UsageBatch, UsageHandler,
 };
 use wap_types::{FeedKind, Plan};
 
@@ -190,6 +191,92 @@ async fn losing_the_lease_cancels_the_billing_call_in_flight((a, _b, _dir): Pair
     engine.stop().await;
 }
 
+/// A billing system that cannot deduplicate (every call appends), shared by both engines, on the journaled path.
+/// Once `park_from` is reached it commits that call and then hangs: the leader is killed right there, between the
+/// billing system's commit and its own.
+#[derive(Debug, Default)]
+struct AppendOnly {
+    deliveries: Mutex<HashMap<i64, u32>>,
+    tokens: Mutex<Vec<String>>,
+    park_from: Mutex<Option<i64>>,
+    parked: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl UsageHandler for AppendOnly {
+    async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        {
+            let mut d = self.deliveries.lock().unwrap();
+            for r in batch.records {
+                *d.entry(r.event_id).or_default() += 1;
+            }
+            let token = Intent::default_token(FeedKind::Usage, batch.first_event_id(), batch.last_event_id());
+            self.tokens.lock().unwrap().push(token);
+        }
+        let park = {
+            let mut p = self.park_from.lock().unwrap();
+            let park = p.is_some_and(|from| batch.first_event_id() >= from);
+            if park {
+                *p = None;
+            }
+            park
+        };
+        if park {
+            self.parked.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    fn delivery(&self) -> Delivery {
+        Delivery::Journaled
+    }
+    async fn reconcile(&self, intent: &Intent) -> Result<Reconciliation, HandlerError> {
+        Ok(match self.tokens.lock().unwrap().iter().filter(|t| **t == intent.token).count() {
+            0 => Reconciliation::NotApplied,
+            1 => Reconciliation::Applied,
+            n => Reconciliation::unknown(format!("{n} calls carry {}", intent.token)),
+        })
+    }
+}
+
+async fn on_the_journaled_path_the_standby_takes_over_exactly_once((a, b, _dir): Pair) {
+    let source = MemorySource::new();
+    source.extend((1..=600).map(|id| usage(id, "sub-a")));
+    let billing = Arc::new(AppendOnly::default());
+    *billing.park_from.lock().unwrap() = Some(200);
+    let ttl = Duration::from_millis(800);
+
+    let engine_a = spawn_usage(&engine_config("engine-a", ttl), &source, &a, billing.clone());
+    wait_status(&engine_a.handle, LIMIT, "a leads", |s| s.is_leader()).await;
+    let engine_b = spawn_usage(&engine_config("engine-b", ttl), &source, &b, billing.clone());
+    // The leader's billing call at id >= 200 has committed in the billing system and hangs: kill it there.
+    tokio::time::timeout(LIMIT, billing.parked.notified()).await.expect("the leader reached the window");
+    let open = a.intent(ProcessorKind::Usage).await.unwrap().expect("the parked call's intent is open");
+    assert!(a.processed(FeedKind::Usage, open.first_event_id, open.last_event_id).await.unwrap().is_empty());
+    engine_a.kill().await;
+
+    let done = wait_status(&engine_b.handle, LIMIT, "b finishes", |s| {
+        s.phase == Phase::CaughtUp && s.last_committed() == Some(600)
+    })
+    .await;
+    assert_eq!(done.intents_reconciled, 1, "b reconciled the intent a left open");
+    assert_eq!(a.intent(ProcessorKind::Usage).await.unwrap(), None, "no intent left open");
+    let rows = a.processed(FeedKind::Usage, 0, i64::MAX).await.unwrap();
+    assert!(
+        rows.iter().any(|r| (r.event_id, r.last_event_id) == (open.first_event_id, open.last_event_id)),
+        "the open intent was committed as applied by b: {rows:?}"
+    );
+    let covered: Vec<i64> = rows.iter().flat_map(|r| r.event_id..=r.last_event_id).collect();
+    assert_eq!(covered, (1..=600).collect::<Vec<_>>());
+    // No allowance: every record reached the billing system exactly once.
+    let deliveries = billing.deliveries.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 600, "every record reached the billing side");
+    let twice: Vec<_> = deliveries.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    assert!(twice.is_empty(), "records billed twice: {twice:?}");
+    engine_b.stop().await;
+}
+
 macro_rules! backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_file {
@@ -217,4 +304,5 @@ backends!(
     the_standby_takes_over_when_the_leader_dies,
     a_deposed_leader_cannot_commit,
     losing_the_lease_cancels_the_billing_call_in_flight,
+    on_the_journaled_path_the_standby_takes_over_exactly_once,
 );

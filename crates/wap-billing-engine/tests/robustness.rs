@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use common::*;
-use wap_billing_engine::{AuditEntry, EventCommit, SourceError, SourceErrorKind};
+use wap_billing_engine::{AuditEntry, EventCommit, InDoubtResolution, Intent, SourceError, SourceErrorKind};
 use wap_billing_engine::{
     ElectionMode, EngineConfig, EntityChange, EventContext, EventHandler, EventProcessor, FeedCursor, FeedHold, Fence,
     HaltReason, HaltStatus, HaltTarget, HandlerError, IdentityKind, IdentityMap, IdentityMapping, LeaseRecord,
@@ -437,6 +437,33 @@ impl StateStore for Freezable {
     async fn lease(&self, p: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError> {
         self.gate().await;
         self.inner.lease(p).await
+    }
+    async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError> {
+        self.gate().await;
+        self.inner.open_intent(fence, intent).await
+    }
+    async fn intent(&self, p: ProcessorKind) -> Result<Option<Intent>, StoreError> {
+        self.gate().await;
+        self.inner.intent(p).await
+    }
+    async fn commit_intent(&self, fence: &Fence, commit: &EventCommit) -> Result<(), StoreError> {
+        self.gate().await;
+        self.inner.commit_intent(fence, commit).await
+    }
+    async fn close_intent(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.gate().await;
+        self.inner.close_intent(fence).await
+    }
+    async fn resolve_intent(
+        &self,
+        p: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Intent, StoreError> {
+        self.gate().await;
+        self.inner.resolve_intent(p, resolution, actor, reason, at).await
     }
 }
 

@@ -10,8 +10,8 @@ use chrono::{TimeZone, Utc};
 use futures_util::future::BoxFuture;
 use wap_billing_engine::store::migrations::LATEST_VERSION;
 use wap_billing_engine::{
-    AuditAction, EventCommit, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, ProcessedOutcome,
-    ProcessorKind, StateStore, StoreError,
+    AuditAction, EventCommit, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, InDoubtResolution,
+    Intent, Operator, ProcessedOutcome, ProcessorKind, StateStore, StoreError,
 };
 use wap_types::FeedKind;
 
@@ -346,6 +346,102 @@ async fn operator_wrappers_and_cursor_listing(b: Backend) {
     assert_eq!(op.audit_log(1).await.unwrap()[0].action, AuditAction::Skip);
 }
 
+fn intent(processor: ProcessorKind, feed: FeedKind, first: i64, last: i64, generation: i64) -> Intent {
+    Intent {
+        processor,
+        feed,
+        first_event_id: first,
+        last_event_id: last,
+        records: (last - first + 1) as u64,
+        operation: "usage".into(),
+        token: Intent::default_token(feed, first, last),
+        generation,
+        opened_at: t(first),
+    }
+}
+
+async fn intents_are_journaled_fenced_and_resolved(b: Backend) {
+    let usage = ProcessorKind::Usage;
+    let fence = lead(&b.a, usage, "one").await;
+    assert_eq!(b.a.intent(usage).await.unwrap(), None);
+    // Opened durably, visible to another connection; a second open replaces it.
+    let first = intent(usage, FeedKind::Usage, 1, 10, fence.generation);
+    b.a.open_intent(&fence, &first).await.unwrap();
+    assert_eq!(b.b.intent(usage).await.unwrap(), Some(first));
+    let second = intent(usage, FeedKind::Usage, 1, 20, fence.generation);
+    b.a.open_intent(&fence, &second).await.unwrap();
+    assert_eq!(b.b.intent(usage).await.unwrap().as_ref(), Some(&second));
+    assert_eq!(b.a.intent(ProcessorKind::Notification).await.unwrap(), None, "one intent per processor");
+    // The outcome, the cursor and the removal in one transaction.
+    b.a.commit_intent(&fence, &commit(FeedKind::Usage, 1, 20, ProcessedOutcome::Applied)).await.unwrap();
+    assert_eq!(b.b.intent(usage).await.unwrap(), None);
+    assert_eq!(b.b.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(20));
+    // Closing (reconciled: not applied) moves nothing.
+    b.a.open_intent(&fence, &intent(usage, FeedKind::Usage, 21, 30, fence.generation)).await.unwrap();
+    b.a.close_intent(&fence).await.unwrap();
+    assert_eq!(b.b.intent(usage).await.unwrap(), None);
+    assert_eq!(b.b.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(20));
+
+    // A deposed leader can neither open, commit nor close.
+    let open = intent(usage, FeedKind::Usage, 21, 30, fence.generation);
+    b.a.open_intent(&fence, &open).await.unwrap();
+    let thief = b.b.try_acquire_lease(usage, "two", Duration::from_secs(60), true).await.unwrap().unwrap();
+    let other = intent(usage, FeedKind::Usage, 31, 40, fence.generation);
+    assert!(b.a.open_intent(&fence, &other).await.unwrap_err().is_fenced());
+    assert!(b
+        .a
+        .commit_intent(&fence, &commit(FeedKind::Usage, 21, 30, ProcessedOutcome::Applied))
+        .await
+        .unwrap_err()
+        .is_fenced());
+    assert!(b.a.close_intent(&fence).await.unwrap_err().is_fenced());
+    assert_eq!(b.b.intent(usage).await.unwrap(), Some(open.clone()), "the open intent survives for the next leader");
+
+    // Resolution needs an in-doubt halt.
+    let op = Operator::new(Arc::clone(&b.b));
+    assert!(matches!(
+        op.resolve_in_doubt(usage, InDoubtResolution::Applied, "ops", "checked").await,
+        Err(StoreError::NotInDoubt { .. })
+    ));
+    let fence2 = Fence { processor: usage, holder: "two".into(), generation: thief.generation };
+    let in_doubt = || halt(FeedKind::Usage, 21, 30, HaltReason::InDoubt);
+    b.b.set_halt(&fence2, &in_doubt()).await.unwrap();
+    // send again: only the intent and the halt go.
+    let resolved = op.resolve_in_doubt(usage, InDoubtResolution::SendAgain, "ops", "not in WHMCS").await.unwrap();
+    assert_eq!(resolved, open);
+    assert_eq!(b.a.intent(usage).await.unwrap(), None);
+    assert_eq!(b.a.halt(usage).await.unwrap(), None);
+    assert_eq!(b.a.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(20));
+    let entry = op.audit_log(1).await.unwrap().remove(0);
+    assert_eq!((entry.action, entry.actor.as_str(), entry.event_id), (AuditAction::Resolve, "ops", Some(21)));
+    assert!(entry.detail.contains("send_again") && entry.detail.contains("not in WHMCS"), "{}", entry.detail);
+    assert!(entry.detail.contains(&open.token), "the audit names the intent: {}", entry.detail);
+    // applied: recorded as applied, cursor moved.
+    b.b.open_intent(&fence2, &intent(usage, FeedKind::Usage, 21, 30, thief.generation)).await.unwrap();
+    b.b.set_halt(&fence2, &in_doubt()).await.unwrap();
+    op.resolve_in_doubt(usage, InDoubtResolution::Applied, "ops", "found invoice line").await.unwrap();
+    let rows = b.a.processed(FeedKind::Usage, 21, 30).await.unwrap();
+    assert_eq!(
+        (rows.len(), rows[0].event_id, rows[0].last_event_id, rows[0].outcome),
+        (1, 21, 30, ProcessedOutcome::Applied)
+    );
+    assert_eq!(b.a.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(30));
+    // skip: recorded as skipped_by_operator.
+    b.b.open_intent(&fence2, &intent(usage, FeedKind::Usage, 31, 35, thief.generation)).await.unwrap();
+    b.b.set_halt(&fence2, &halt(FeedKind::Usage, 31, 35, HaltReason::InDoubt)).await.unwrap();
+    op.resolve_in_doubt(usage, InDoubtResolution::Skip, "ops", "billed by hand").await.unwrap();
+    let rows = b.a.processed(FeedKind::Usage, 31, 35).await.unwrap();
+    assert_eq!(rows[0].outcome, ProcessedOutcome::SkippedByOperator);
+    assert_eq!(b.a.cursor(FeedKind::Usage).await.unwrap().last_event_id, Some(35));
+    // A halt for another reason is not in doubt.
+    b.b.open_intent(&fence2, &intent(usage, FeedKind::Usage, 36, 40, thief.generation)).await.unwrap();
+    b.b.set_halt(&fence2, &halt(FeedKind::Usage, 36, 40, HaltReason::HandlerFailed)).await.unwrap();
+    assert!(matches!(
+        op.resolve_in_doubt(usage, InDoubtResolution::Skip, "ops", "x").await,
+        Err(StoreError::NotInDoubt { .. })
+    ));
+}
+
 async fn pruning_keeps_the_rows_at_the_cursor_and_newer_entries(b: Backend) {
     let s = &b.a;
     let fence = lead(s, ProcessorKind::Notification, "engine-1").await;
@@ -408,6 +504,7 @@ conformance!(
     holds_are_stored_dropped_at_commit_and_by_resume,
     identity_mappings_are_edited_and_audited,
     operator_wrappers_and_cursor_listing,
+    intents_are_journaled_fenced_and_resolved,
     pruning_keeps_the_rows_at_the_cursor_and_newer_entries,
 );
 

@@ -7,6 +7,7 @@
 //! | `GET /metrics` | Prometheus text (feature `metrics`; `404` without it) |
 //! | `POST /operator/{notification\|usage}/resume` | operator `resume`; body optional `{"actor": "...", "feed": "...", "event_id": N}` (when `event_id` is given, only the halt on that event is resumed) |
 //! | `POST /operator/{notification\|usage}/skip` | operator `skip`; body `{"event_id": N, "feed": "...", "reason": "...", "actor": "..."}` (`event_id` and `reason` required, `feed` required for `notification`): only the halt on that event is skipped |
+//! | `POST /operator/{notification\|usage}/resolve` | resolve an in-doubt intent; body `{"resolution": "applied\|send_again\|skip", "reason": "...", "actor": "..."}` (`resolution` and `reason` required) |
 //! | `GET /operator/audit?limit=N` | the newest audit entries |
 //!
 //! The operator paths exist only when admin credentials are configured, and need them (HTTP Basic; checked before
@@ -34,6 +35,7 @@ use wap_types::{BasicCredentials, FeedKind};
 
 use super::report::halt_json;
 use super::Shared;
+use crate::journal::InDoubtResolution;
 use crate::store::{HaltTarget, ProcessorKind, StoreError};
 
 const MAX_BODY: usize = 16 * 1024;
@@ -133,7 +135,9 @@ fn method_not_allowed(allow: &'static str) -> Reply {
 
 fn store_error(e: &StoreError) -> Reply {
     match e {
-        StoreError::NotHalted { .. } | StoreError::HaltMismatch { .. } => error(StatusCode::CONFLICT, e.to_string()),
+        StoreError::NotHalted { .. } | StoreError::NotInDoubt { .. } | StoreError::HaltMismatch { .. } => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -319,6 +323,65 @@ async fn operator(shared: &Shared, rest: &[&str], user: String, req: Request<Inc
                 Ok(halt) => {
                     reply(StatusCode::OK, &json!({ "command": command, "actor": actor, "cleared": halt_json(&halt) }))
                 }
+                Err(e) => store_error(&e),
+            }
+        }
+        [processor, "resolve"] => {
+            let Some(kind) = ProcessorKind::from_name(processor) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown processor {processor:?} (notification or usage)"),
+                );
+            };
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let actor = match text_member(&body, "actor") {
+                Ok(a) => a.unwrap_or(user),
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            let resolution = match text_member(&body, "resolution") {
+                Ok(Some(r)) => match InDoubtResolution::from_name(&r) {
+                    Some(r) => r,
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("`resolution` {r:?} is not one of applied, send_again, skip"),
+                        )
+                    }
+                },
+                Ok(None) => {
+                    return error(StatusCode::BAD_REQUEST, "`resolution` is required (applied, send_again or skip)")
+                }
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            let reason = match text_member(&body, "reason") {
+                Ok(Some(r)) => r,
+                Ok(None) => return error(StatusCode::BAD_REQUEST, "`reason` is required to resolve an intent"),
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            match shared.resolve_in_doubt(kind, resolution, &actor, &reason).await {
+                Ok(intent) => reply(
+                    StatusCode::OK,
+                    &json!({
+                        "command": "resolve",
+                        "resolution": resolution.name(),
+                        "actor": actor,
+                        "intent": {
+                            "feed": intent.feed.name(),
+                            "first_event_id": intent.first_event_id,
+                            "last_event_id": intent.last_event_id,
+                            "records": intent.records,
+                            "operation": intent.operation,
+                            "token": intent.token,
+                            "generation": intent.generation,
+                        },
+                    }),
+                ),
                 Err(e) => store_error(&e),
             }
         }

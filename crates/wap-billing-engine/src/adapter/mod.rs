@@ -41,6 +41,7 @@ pub use self::report::{phase_name, AdapterStatus, FeedReport, Health, HealthStat
 use crate::config::{ConfigError, EngineConfig};
 use crate::handler::{EventHandler, UsageHandler};
 use crate::identity::{IdentityMap, StoreIdentityMap};
+use crate::journal::{InDoubtResolution, Intent};
 use crate::operator::Operator;
 use crate::processor::{EventProcessor, ProcessorHandle, UsageProcessor};
 use crate::source::FeedSource;
@@ -197,7 +198,7 @@ impl AdapterBuilder {
         self
     }
 
-    /// A billing system that handles both events and usage (e.g. [`SqliteLedger`](crate::ledger::SqliteLedger)).
+    /// A billing system that handles both events and usage (e.g. `SqliteLedger` of the `wap-billing-ledger` crate).
     pub fn billing_system<B: EventHandler + UsageHandler>(self, billing: Arc<B>) -> Self {
         let events: Arc<dyn EventHandler> = billing.clone();
         let usage: Arc<dyn UsageHandler> = billing;
@@ -562,6 +563,19 @@ impl Shared {
             None => self.operator.skip_checked(processor, event, actor, reason).await,
         }
     }
+
+    async fn resolve_in_doubt(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Intent, StoreError> {
+        match self.handle(processor) {
+            Some(h) => h.resolve_in_doubt(resolution, actor, reason).await,
+            None => self.operator.resolve_in_doubt(processor, resolution, actor, reason).await,
+        }
+    }
 }
 
 /// A running billing adapter. Build it with [`Adapter::builder`]; stop it with [`Adapter::shutdown`] (dropping it
@@ -638,6 +652,18 @@ impl Adapter {
     /// Operator `resume` of a halted processor (audited); wakes it when it runs here.
     pub async fn resume(&self, processor: ProcessorKind, actor: &str) -> Result<HaltStatus, StoreError> {
         self.shared.resume(processor, None, actor).await
+    }
+
+    /// Operator resolution of the intent a processor halted in doubt on (journaled path; audited with `reason`);
+    /// wakes it when it runs here. See [`Operator::resolve_in_doubt`].
+    pub async fn resolve_in_doubt(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Intent, StoreError> {
+        self.shared.resolve_in_doubt(processor, resolution, actor, reason).await
     }
 
     /// Operator `skip` of the event a processor halted on (audited with `reason`); wakes it when it runs here.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use wap_types::{EventMethod, FeedKind, NotificationState, PullAction, UsageEvent};
 
+use super::journal::JournaledUnit;
 use super::{CallError, CallInfo, FeedEnd, Processor, UnitEnd};
 use crate::handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey};
 use crate::identity::{FencedIdentityMap, IdentityMap};
@@ -50,6 +51,10 @@ impl Processor {
                     })
                     .await?
                 }
+                (_, Some(PullAction::Apply) | None) if self.journaled() => {
+                    let unit = JournaledUnit { feed, first: id, last: id, records: 1, operation: operation(item) };
+                    self.journaled_attempts(fence, unit, |call| deliver(handler, identity, item, call)).await?
+                }
                 (_, Some(PullAction::Apply) | None) => {
                     self.attempts(fence, feed, id, id, false, HaltReason::HandlerFailed, |call| {
                         deliver(handler, identity, item, call)
@@ -69,6 +74,20 @@ impl Processor {
         }
         Ok(None)
     }
+}
+
+/// The journaled operation of an event: `<feed>.<Method>`, e.g. `subscriptions.Post`.
+fn operation(item: &FeedItem) -> String {
+    let method = match item {
+        FeedItem::Plan(ev) => ev.method.to_string(),
+        FeedItem::Addon(ev) => ev.method.to_string(),
+        FeedItem::PlanAddon(ev) => ev.method.to_string(),
+        FeedItem::PlanService(ev) => ev.method.to_string(),
+        FeedItem::Subscription(ev) => ev.method.to_string(),
+        FeedItem::SubscriptionAddon(ev) => ev.method.to_string(),
+        FeedItem::Usage(_) | FeedItem::Malformed(_) => "apply".to_owned(),
+    };
+    format!("{}.{method}", item.feed())
 }
 
 /// The change for a method: Post → created (updated when the id is already mapped), Put / unknown → updated,

@@ -16,6 +16,7 @@
 //! re-read from the store), except a fencing refusal, which ends leadership.
 
 mod events;
+mod journal;
 mod usage;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::clock::{elapsed_between, Clock};
 use crate::config::EngineConfig;
 use crate::handler::{EventHandler, HandlerError, UsageHandler};
 use crate::identity::IdentityMap;
+use crate::journal::Delivery;
 use crate::lease::{LeaderElector, Leadership, LeaseTimes};
 use crate::operator::Operator;
 use crate::source::{FeedItem, FeedSource, SourceError, SourceErrorKind};
@@ -133,6 +135,7 @@ struct Processor {
     source: Arc<dyn FeedSource>,
     store: Arc<dyn StateStore>,
     billing: Billing,
+    delivery: Delivery,
     clock: Clock,
     status: watch::Sender<ProcessorStatus>,
     wake: Arc<Notify>,
@@ -209,6 +212,18 @@ impl ProcessorHandle {
     /// Operator `resume` of this processor (see [`Operator::resume`]), then wakes it.
     pub async fn resume(&self, actor: &str) -> Result<HaltStatus, StoreError> {
         self.resume_checked(None, actor).await
+    }
+
+    /// Operator resolution of an in-doubt intent (see [`Operator::resolve_in_doubt`]), then wakes the processor.
+    pub async fn resolve_in_doubt(
+        &self,
+        resolution: crate::journal::InDoubtResolution,
+        actor: &str,
+        reason: &str,
+    ) -> Result<crate::journal::Intent, StoreError> {
+        let intent = self.operator.resolve_in_doubt(self.kind, resolution, actor, reason).await?;
+        self.wake();
+        Ok(intent)
     }
 
     /// Operator `skip` of the halted event (see [`Operator::skip`]), then wakes the processor.
@@ -348,12 +363,14 @@ impl Processor {
         store: Arc<dyn StateStore>,
         billing: Billing,
     ) -> Self {
+        let delivery = billing.delivery();
         Processor {
             kind,
             config: Arc::new(config.clone()),
             source,
             store,
             billing,
+            delivery,
             clock: Clock::new(),
             status: watch::Sender::new(ProcessorStatus::new(kind)),
             wake: Arc::new(Notify::new()),
@@ -601,6 +618,9 @@ impl Processor {
                 }
             }
         });
+        if self.reconcile_open_intent(fence).await? {
+            return Ok(Duration::ZERO);
+        }
         let mut caught_up = true;
         let mut retry_soon = false;
         for &feed in self.kind.feeds() {
@@ -1016,8 +1036,19 @@ impl Processor {
         count: u64,
     ) -> Result<(), StoreError> {
         let commit = EventCommit { feed, first_event_id: first, last_event_id: last, outcome, at: self.clock.now() };
-        self.store.commit(fence, &commit).await?;
+        if self.journaled() {
+            // The outcome, the cursor and the removal of the open intent in one transaction.
+            self.store.commit_intent(fence, &commit).await?;
+        } else {
+            self.store.commit(fence, &commit).await?;
+        }
         tracing::debug!(feed = %feed, first, last, outcome = %outcome, "committed");
+        self.note_commit(feed, last, outcome, count);
+        Ok(())
+    }
+
+    /// The status after a commit.
+    fn note_commit(&self, feed: FeedKind, last: i64, outcome: ProcessedOutcome, count: u64) {
         self.status.send_modify(|s| {
             let f = s.feed_mut(feed);
             f.last_committed = Some(f.last_committed.map_or(last, |c| c.max(last)));
@@ -1036,7 +1067,6 @@ impl Processor {
                 f.history_lost = None;
             }
         });
-        Ok(())
     }
 
     /// A PendingApproval event: hold the feed at it (persisting when the wait began), warn when overdue, halt when

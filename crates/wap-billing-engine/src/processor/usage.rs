@@ -10,10 +10,12 @@
 
 use wap_types::{FeedKind, UsageRecord};
 
-use super::{CallError, FeedEnd, Processor, UnitEnd};
+use super::journal::JournaledUnit;
+use super::{CallError, CallInfo, FeedEnd, Processor, UnitEnd};
 use crate::handler::{HandlerError, UsageBatch, UsageHandler};
 use crate::source::{FeedItem, MalformedItem};
 use crate::store::{Fence, HaltReason, ProcessedOutcome, StoreError};
+use crate::usage_lines::{aggregate, UsageLines, UsageShape};
 
 enum Segment {
     Records(Vec<UsageRecord>),
@@ -50,6 +52,7 @@ impl Processor {
         committed: &mut Option<i64>,
     ) -> Result<Option<FeedEnd>, StoreError> {
         let feed = FeedKind::Usage;
+        let shape = handler.usage_shape();
         for segment in segments(page) {
             let records = match segment {
                 Segment::Invalid(m) => {
@@ -73,8 +76,10 @@ impl Processor {
                 loop {
                     let batch = &rest[..take];
                     let (first, last) = (batch[0].event_id, batch[take - 1].event_id);
-                    let end = self
-                        .attempts(fence, feed, first, last, take > 1, HaltReason::HandlerFailed, |call| {
+                    let end = if self.journaled() || shape != UsageShape::PerRecord {
+                        self.usage_unit(fence, handler, shape, batch).await?
+                    } else {
+                        self.attempts(fence, feed, first, last, take > 1, HaltReason::HandlerFailed, |call| {
                             let batch = UsageBatch {
                                 records: batch,
                                 attempt: call.attempt,
@@ -83,7 +88,8 @@ impl Processor {
                             };
                             async move { handler.apply_usage(batch).await.map_err(CallError::from) }
                         })
-                        .await?;
+                        .await?
+                    };
                     match end {
                         UnitEnd::Applied => {
                             self.commit(fence, feed, first, last, ProcessedOutcome::Applied, take as u64).await?;
@@ -102,5 +108,44 @@ impl Processor {
             }
         }
         Ok(None)
+    }
+
+    /// One batch on the journaled path and/or as aggregated lines ([`UsageShape::PerMeter`]). Neither splits a
+    /// batch at a failing record: lines sum several records, and a journaled batch is reconciled as a whole.
+    async fn usage_unit(
+        &self,
+        fence: &Fence,
+        handler: &dyn UsageHandler,
+        shape: UsageShape,
+        batch: &[UsageRecord],
+    ) -> Result<UnitEnd, StoreError> {
+        let feed = FeedKind::Usage;
+        let (first, last) = (batch[0].event_id, batch[batch.len() - 1].event_id);
+        let lines = match shape {
+            UsageShape::PerMeter { period } => Some(aggregate(batch, period)),
+            _ => None,
+        };
+        let call = |call: CallInfo| {
+            let lines = &lines;
+            async move {
+                let (attempt, generation, deadline) = (call.attempt, call.generation, call.deadline);
+                let result = match lines {
+                    None => handler.apply_usage(UsageBatch { records: batch, attempt, generation, deadline }).await,
+                    Some(Ok(lines)) => {
+                        let lines = UsageLines { lines, records: batch, attempt, generation, deadline };
+                        handler.apply_usage_lines(lines).await
+                    }
+                    Some(Err(e)) => Err(HandlerError::failed(e.to_string())),
+                };
+                result.map_err(CallError::from)
+            }
+        };
+        if self.journaled() {
+            let operation = if lines.is_some() { "usage_lines" } else { "usage" };
+            let unit = JournaledUnit { feed, first, last, records: batch.len() as u64, operation: operation.into() };
+            self.journaled_attempts(fence, unit, call).await
+        } else {
+            self.attempts(fence, feed, first, last, false, HaltReason::HandlerFailed, call).await
+        }
     }
 }

@@ -22,7 +22,7 @@ pub struct Migration {
 }
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 /// All migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -141,6 +141,36 @@ pub const MIGRATIONS: &[Migration] = &[
                 feed      TEXT,
                 event_id  BIGINT,
                 detail    TEXT NOT NULL
+            );
+        ",
+    },
+    Migration {
+        version: 3,
+        description: "intent (the journal of billing calls on the journaled delivery path)",
+        sqlite: "
+            CREATE TABLE intent (
+                processor      TEXT PRIMARY KEY,
+                feed           TEXT NOT NULL,
+                first_event_id INTEGER NOT NULL,
+                last_event_id  INTEGER NOT NULL,
+                records        INTEGER NOT NULL,
+                operation      TEXT NOT NULL,
+                token          TEXT NOT NULL,
+                generation     INTEGER NOT NULL,
+                opened_at_ms   INTEGER NOT NULL
+            );
+        ",
+        postgres: "
+            CREATE TABLE intent (
+                processor      TEXT PRIMARY KEY,
+                feed           TEXT NOT NULL,
+                first_event_id BIGINT NOT NULL,
+                last_event_id  BIGINT NOT NULL,
+                records        BIGINT NOT NULL,
+                operation      TEXT NOT NULL,
+                token          TEXT NOT NULL,
+                generation     BIGINT NOT NULL,
+                opened_at_ms   BIGINT NOT NULL
             );
         ",
     },

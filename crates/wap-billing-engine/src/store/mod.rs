@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use wap_types::FeedKind;
 
+use crate::journal::{InDoubtResolution, Intent};
+
 pub mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -67,6 +69,12 @@ pub enum StoreError {
         /// The generation it carried.
         generation: i64,
     },
+    /// An in-doubt resolution needs a processor halted in doubt with an open intent.
+    #[error("the {processor} processor is not in doubt (no in-doubt halt with an open intent)")]
+    NotInDoubt {
+        /// The processor.
+        processor: ProcessorKind,
+    },
     /// An operator command needs a halted processor.
     #[error("the {processor} processor is not halted")]
     NotHalted {
@@ -115,7 +123,10 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database { retryable, .. } => *retryable,
-            StoreError::Fenced { .. } | StoreError::NotHalted { .. } | StoreError::HaltMismatch { .. } => false,
+            StoreError::Fenced { .. }
+            | StoreError::NotHalted { .. }
+            | StoreError::NotInDoubt { .. }
+            | StoreError::HaltMismatch { .. } => false,
             StoreError::InvalidUrl { .. }
             | StoreError::BackendNotEnabled { .. }
             | StoreError::SchemaTooNew { .. }
@@ -286,6 +297,34 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// The lease row of a processor.
     async fn lease(&self, processor: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError>;
+
+    // ---- the intent journal (the journaled delivery path, see crate::journal) ----
+
+    /// Fenced. Stores the open intent of `intent.processor` (replacing any), durably, before the billing call.
+    async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError>;
+
+    /// The open intent of a processor.
+    async fn intent(&self, processor: ProcessorKind) -> Result<Option<Intent>, StoreError>;
+
+    /// Fenced. [`StateStore::commit`] and the removal of the fence's processor's open intent, in one transaction.
+    async fn commit_intent(&self, fence: &Fence, commit: &EventCommit) -> Result<(), StoreError>;
+
+    /// Fenced. Removes the fence's processor's open intent (reconciled as not applied).
+    async fn close_intent(&self, fence: &Fence) -> Result<(), StoreError>;
+
+    /// Operator: resolves the open intent of a processor halted [`HaltReason::InDoubt`], in one transaction:
+    /// `Applied` records its range as applied and moves the cursor past it, `Skip` records it as
+    /// `skipped_by_operator` and moves the cursor, `SendAgain` only drops it; the intent and the halt are deleted
+    /// and an audit entry (action `resolve`) names the intent, the resolution and `reason`. Returns the intent.
+    /// [`StoreError::NotInDoubt`] when the processor is not halted in doubt or has no open intent.
+    async fn resolve_intent(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Intent, StoreError>;
 }
 
 /// Opens the state store named by a `StateDatabaseUrl`: `sqlite://path` (relative or absolute; `sqlite::memory:`

@@ -9,12 +9,16 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, GenericClient, NoTls, Row, Transaction};
 use wap_types::FeedKind;
 
+use crate::journal::{InDoubtResolution, Intent};
+
 use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, redact_url, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold,
     Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent,
     ProcessedOutcome, ProcessorKind, StateStore, StoreError,
 };
+
+mod journal;
 
 const BACKEND: &str = "postgres";
 
@@ -804,6 +808,33 @@ impl StateStore for PostgresStore {
                 .await?;
             Ok(row.map(|r| lease_from_row(processor, &r)))
         })
+    }
+
+    async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError> {
+        with_client!(self, |c| { journal::open_intent(c, fence, intent).await })
+    }
+
+    async fn intent(&self, processor: ProcessorKind) -> Result<Option<Intent>, StoreError> {
+        with_client!(self, |c| { journal::read_intent(&*c, processor).await })
+    }
+
+    async fn commit_intent(&self, fence: &Fence, commit: &EventCommit) -> Result<(), StoreError> {
+        with_client!(self, |c| { journal::commit_intent(c, fence, commit).await })
+    }
+
+    async fn close_intent(&self, fence: &Fence) -> Result<(), StoreError> {
+        with_client!(self, |c| { journal::close_intent(c, fence).await })
+    }
+
+    async fn resolve_intent(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Intent, StoreError> {
+        with_client!(self, |c| { journal::resolve_intent(c, processor, resolution, actor, reason, at).await })
     }
 }
 

@@ -10,12 +10,16 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use wap_types::FeedKind;
 
+use crate::journal::{InDoubtResolution, Intent};
+
 use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence,
     HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
     ProcessorKind, SqliteSync, StateStore, StoreError,
 };
+
+mod journal;
 
 const BACKEND: &str = "sqlite";
 
@@ -705,6 +709,37 @@ impl StateStore for SqliteStore {
 
     async fn lease(&self, processor: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError> {
         self.run(move |c| read_lease(c, processor)).await
+    }
+
+    async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError> {
+        let (fence, intent) = (fence.clone(), intent.clone());
+        self.run(move |c| journal::open_intent(c, &fence, &intent)).await
+    }
+
+    async fn intent(&self, processor: ProcessorKind) -> Result<Option<Intent>, StoreError> {
+        self.run(move |c| journal::read_intent(c, processor)).await
+    }
+
+    async fn commit_intent(&self, fence: &Fence, commit: &EventCommit) -> Result<(), StoreError> {
+        let (fence, commit) = (fence.clone(), commit.clone());
+        self.run(move |c| journal::commit_intent(c, &fence, &commit)).await
+    }
+
+    async fn close_intent(&self, fence: &Fence) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.run(move |c| journal::close_intent(c, &fence)).await
+    }
+
+    async fn resolve_intent(
+        &self,
+        processor: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Intent, StoreError> {
+        let (actor, reason) = (actor.to_owned(), reason.to_owned());
+        self.run(move |c| journal::resolve_intent(c, processor, resolution, &actor, &reason, at)).await
     }
 }
 

@@ -171,6 +171,10 @@ pub enum HaltReason {
     InvalidItem,
     /// The event stayed PendingApproval longer than `PendingApprovalMaxWaitSeconds`.
     PendingApprovalTimeout,
+    /// A journaled billing call whose outcome nobody knows: the handler's reconcile answered `Unknown` (or kept
+    /// failing). The halt names the open [`Intent`](crate::journal::Intent); an operator resolves it with
+    /// [`Operator::resolve_in_doubt`](crate::Operator::resolve_in_doubt).
+    InDoubt,
     /// The handler panicked on the item (the panic message is in the halt's error). Not retried.
     HandlerPanicked,
     /// WAP answered the fetch at this position with a permanent error (HTTP 400 or 404) or a page whose records
@@ -190,6 +194,7 @@ impl HaltReason {
             HaltReason::HandlerFailed => "handler_failed",
             HaltReason::InvalidItem => "invalid_item",
             HaltReason::PendingApprovalTimeout => "pending_approval_timeout",
+            HaltReason::InDoubt => "in_doubt",
             HaltReason::HandlerPanicked => "handler_panicked",
             HaltReason::WapRejected => "wap_rejected",
             HaltReason::HistoryLost => "history_lost",
@@ -203,6 +208,7 @@ impl HaltReason {
             "handler_failed" => HaltReason::HandlerFailed,
             "invalid_item" => HaltReason::InvalidItem,
             "pending_approval_timeout" => HaltReason::PendingApprovalTimeout,
+            "in_doubt" => HaltReason::InDoubt,
             "handler_panicked" => HaltReason::HandlerPanicked,
             "wap_rejected" => HaltReason::WapRejected,
             "history_lost" => HaltReason::HistoryLost,
@@ -325,6 +331,8 @@ pub enum AuditAction {
     IdentitySet,
     /// An identity mapping was deleted.
     IdentityDelete,
+    /// An operator resolved an in-doubt intent (applied / send again / skip).
+    Resolve,
     /// An action written by a newer version of the engine.
     Other(String),
 }
@@ -338,6 +346,7 @@ impl AuditAction {
             AuditAction::Skip => "skip",
             AuditAction::IdentitySet => "identity_set",
             AuditAction::IdentityDelete => "identity_delete",
+            AuditAction::Resolve => "resolve",
             AuditAction::Other(s) => s,
         }
     }
@@ -350,6 +359,7 @@ impl AuditAction {
             "skip" => AuditAction::Skip,
             "identity_set" => AuditAction::IdentitySet,
             "identity_delete" => AuditAction::IdentityDelete,
+            "resolve" => AuditAction::Resolve,
             other => AuditAction::Other(other.to_owned()),
         }
     }

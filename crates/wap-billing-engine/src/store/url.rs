@@ -108,8 +108,9 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(feature = "sqlite")]
 impl SqliteSync {
     /// Opens (creating if needed) a SQLite file in WAL mode with this `synchronous` setting and a 10 s busy
-    /// timeout: the settings of every SQLite file the engine writes (state store and reference ledger).
-    pub(crate) fn open_wal(self, path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    /// timeout: the settings of every SQLite file the engine writes (the state store; the reference ledgers of
+    /// `wap-billing-ledger` use them too).
+    pub fn open_wal(self, path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;

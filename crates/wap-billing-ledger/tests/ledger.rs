@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use wap_billing_engine::ledger::{AccountStanding, SqliteLedger};
 use wap_billing_engine::responder::{AddOnApproval, PricingResponder, SubscriptionApproval, SubscriptionApprover};
 use wap_billing_engine::{
     EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler,
 };
+use wap_billing_ledger::{AccountStanding, SqliteLedger};
 use wap_types::{
     AddonPriceQuery, AdminSubscription, AdminSubscriptionState, Decision, EventMethod, FeedKind, NotificationState,
     Plan, PlanAddon, PlanAddonReference, PlanPriceQuery, StringMap, UsageEvent, UsageRecord, WapDateTime,

@@ -1,5 +1,6 @@
-//! A small reference billing system: [`SqliteLedger`] (feature `sqlite`), for the quickstart, the tests and your
-//! experiments before a real billing system is wired in.
+#![doc = include_str!("../README.md")]
+//!
+//! # The reference ledger
 //!
 //! It keeps, in one SQLite file of its own (separate from the engine's state database, as a real billing system
 //! would be): plans, add-ons, plan↔add-on and plan↔service links, accounts (with a standing), subscriptions,
@@ -10,7 +11,7 @@
 //!
 //! # Why it is idempotent
 //!
-//! The engine may deliver an event or a usage record again (see [`handler`](crate::handler)): after a crash
+//! The engine may deliver an event or a usage record again (see [`handler`](wap_billing_engine::handler)): after a crash
 //! between the ledger's commit and the engine's, after a lost lease, and on every retry. The ledger makes a repeat
 //! harmless by recording **what it applied in the same SQLite transaction as the change itself**:
 //!
@@ -29,6 +30,7 @@
 //! record (named with [`HandlerError::for_record`], so a halt and an operator `skip` concern that record only);
 //! deleted plans and subscriptions are kept, marked deleted, so their invoices stay readable.
 
+mod append_only;
 mod approval;
 mod invoice;
 mod schema;
@@ -45,12 +47,13 @@ use wap_types::{
     AdminSubscription, FeedKind, Plan, PlanAddon, PlanAddonReference, ResourceProviderReference, UsageRecord,
 };
 
+pub use self::append_only::{AppendOnlyLedger, AppendOnlyStats, LineTotal, UsageCall, APPEND_ONLY_LEDGER_VERSION};
 pub use self::approval::LedgerApprover;
 pub use self::invoice::{Invoice, InvoiceAddOn, InvoiceUsage};
-use crate::handler::{
+use wap_billing_engine::handler::{
     EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler,
 };
-use crate::store::SqliteSync;
+use wap_billing_engine::store::SqliteSync;
 
 /// The version this ledger reports for the billing-system version check (docs/protocol/adapter-engine.md §9).
 pub const LEDGER_VERSION: &str = "wap-billing-ledger 1";
@@ -148,7 +151,7 @@ pub struct UsageTotal {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use wap_billing_engine::ledger::SqliteLedger;
+/// use wap_billing_ledger::SqliteLedger;
 /// let dir = tempfile::tempdir()?;
 /// let ledger = SqliteLedger::open(dir.path().join("ledger.db")).await?;
 /// ledger.set_plan_price("Silverq7k2d9w", 25.0).await?;

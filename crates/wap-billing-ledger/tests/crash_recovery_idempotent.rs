@@ -1,4 +1,4 @@
-//! Crash recovery (issue item 8): the adapter (`wap-billing-crash-harness`: adapter + reference ledger, SQLite state)
+//! Crash recovery on the idempotent path: the adapter (`wap-billing-crash-harness`: adapter + reference ledger, SQLite state)
 //! syncs 100,000 usage records and the catalogue events from a wap-sim running in this process, and is killed with
 //! SIGKILL at 20 seeded random points and restarted each time. At the end the ledger holds every record and every
 //! event exactly once, the usage totals equal the sum of the simulator's records, and the engine's state shows
@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wap_billing_engine::ledger::SqliteLedger;
 use wap_billing_engine::{ProcessorKind, SqliteStore, StateStore};
+use wap_billing_ledger::SqliteLedger;
 use wap_sim::{DatasetSpec, WapSim};
 use wap_types::FeedKind;
 

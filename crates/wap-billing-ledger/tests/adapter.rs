@@ -9,12 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use wap_billing_engine::ledger::{AccountStanding, SqliteLedger, LEDGER_VERSION};
 use wap_billing_engine::responder::{Responder, ResponderConfig, ServerConfig};
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{
-    Adapter, AdapterError, ConfigError, ElectionMode, EngineConfig, HealthState, Phase, ProcessorKind,
+    Adapter, AdapterError, ConfigError, Delivery, ElectionMode, EngineConfig, HandlerError, HealthState,
+    InDoubtResolution, Intent, Phase, ProcessorKind, Reconciliation, UsageBatch, UsageHandler, UsageLines, UsageShape,
 };
+use wap_billing_ledger::{AccountStanding, AppendOnlyLedger, SqliteLedger, LEDGER_VERSION};
 use wap_sim::{CreateSubscription, DatasetSpec, FaultKind, FaultPlan, NotificationSubscriber, WapSim};
 use wap_types::{BasicCredentials, FeedKind, PlanPriceQuery, StringMap, UsageRecord, WapDateTime};
 
@@ -471,6 +472,109 @@ async fn a_record_of_the_wrong_type_halts_on_that_record_alone() {
     adapter.skip(ProcessorKind::Notification, "ana", "malformed plan event; recreated by hand").await.unwrap();
     adapter.sync(LIMIT).await.unwrap();
     assert_eq!(ledger.applied_event_ids(FeedKind::Plans).await.unwrap(), vec![1, 3], "the record after it applied");
+    adapter.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// The append-only ledger, but its lines cannot be searched: every reconcile answers `Unknown`.
+struct Unsearchable(AppendOnlyLedger);
+
+#[async_trait::async_trait]
+impl UsageHandler for Unsearchable {
+    async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
+        self.0.apply_usage(batch).await
+    }
+    fn delivery(&self) -> Delivery {
+        Delivery::Journaled
+    }
+    fn usage_shape(&self) -> UsageShape {
+        self.0.usage_shape()
+    }
+    async fn apply_usage_lines(&self, lines: UsageLines<'_>) -> Result<(), HandlerError> {
+        self.0.apply_usage_lines(lines).await
+    }
+    async fn reconcile(&self, intent: &Intent) -> Result<Reconciliation, HandlerError> {
+        Ok(Reconciliation::unknown(format!("cannot search the billing API for {}", intent.token)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_intent_is_resolved_through_the_operator_endpoint() {
+    let sim = WapSim::builder().seed(17).dataset(DatasetSpec::with_usage_records(300)).start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Every 2nd usage call commits and then fails; the system cannot say whether it holds the call.
+    let ledger = AppendOnlyLedger::open(dir.path().join("ledger.db")).unwrap().fail_after_commit_every(2);
+    let adapter = Adapter::builder(config("in-doubt-1").batch_size(100).build().unwrap())
+        .usage_service(client(&sim))
+        .state_store(Arc::new(wap_billing_engine::SqliteStore::open(dir.path().join("state.db")).await.unwrap()))
+        .event_handler(Arc::new(ledger.clone()))
+        .usage_handler(Arc::new(Unsearchable(ledger.clone())))
+        .admin(local())
+        .admin_credentials(admin_credentials())
+        .start()
+        .await
+        .unwrap();
+    let usage = adapter.processor(ProcessorKind::Usage).unwrap().clone();
+    let halted = tokio::time::timeout(LIMIT, usage.wait_for(|s| s.phase == Phase::Halted)).await.unwrap();
+    assert!(halted.is_in_doubt(), "{halted:?}");
+    let halt = halted.halt.unwrap();
+    let calls = ledger.usage_calls().unwrap();
+    assert_eq!(calls.len(), 2, "the second call committed, then failed: {calls:?}");
+    assert_eq!((halt.event_id, halt.last_event_id), (calls[1].first_event_id, calls[1].last_event_id));
+    assert!(halt.error.contains(&calls[1].token), "the halt names the intent: {halt}");
+
+    let admin = adapter.admin_addr().unwrap();
+    let (_, status) = json(admin, "/status").await;
+    assert_eq!(status["halted_feeds"][0]["reason"], "in_doubt", "{status}");
+    let creds = admin_credentials();
+    let path = "/operator/usage/resolve";
+    assert_eq!(http(admin, "POST", path, None, r#"{"resolution":"applied","reason":"x"}"#).await.0, 401);
+    let (code, _, body) = http(admin, "POST", path, Some(&creds), r#"{"reason":"x"}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("resolution"), "{body}");
+    let (code, _, body) = http(admin, "POST", path, Some(&creds), r#"{"resolution":"maybe","reason":"x"}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("maybe"), "{body}");
+    assert_eq!(http(admin, "POST", path, Some(&creds), r#"{"resolution":"applied"}"#).await.0, 400);
+    assert_eq!(
+        http(admin, "POST", "/operator/notification/resolve", Some(&creds), r#"{"resolution":"applied","reason":"x"}"#)
+            .await
+            .0,
+        409
+    );
+    let (code, _, body) = http(
+        admin,
+        "POST",
+        path,
+        Some(&creds),
+        r#"{"resolution":"applied","reason":"lines found on invoice 2231","actor":"ana"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["intent"]["token"], calls[1].token.as_str());
+    assert_eq!(answer["resolution"], "applied");
+
+    // Every later 2nd call halts in doubt again; resolve each as applied until caught up.
+    let mut resolved = 1;
+    loop {
+        let s = tokio::time::timeout(LIMIT, usage.sync_once()).await.unwrap();
+        if s.phase == Phase::CaughtUp {
+            break;
+        }
+        assert!(s.is_in_doubt(), "{s:?}");
+        adapter.resolve_in_doubt(ProcessorKind::Usage, InDoubtResolution::Applied, "ana", "found").await.unwrap();
+        resolved += 1;
+    }
+    let calls = ledger.usage_calls().unwrap();
+    assert_eq!(calls.iter().map(|c| c.records).sum::<u64>(), sim.usage_ids().len() as u64, "billed exactly once");
+    assert_eq!(calls.len() / 2, resolved, "one resolution per failed call");
+    let (_, _, body) = http(admin, "GET", "/operator/audit?limit=50", Some(&creds), "").await;
+    let audit: Value = serde_json::from_str(&body).unwrap();
+    let resolves: Vec<_> = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "resolve").collect();
+    assert_eq!(resolves.len(), resolved);
+    assert_eq!(resolves[0]["actor"], "ana");
+    assert!(resolves[0]["detail"].as_str().unwrap().contains("invoice 2231"), "{:?}", resolves[0]);
     adapter.shutdown().await;
     sim.shutdown().await;
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use wap_billing_engine::ledger::SqliteLedger;
 use wap_billing_engine::usage_client::{RetryPolicy, UsageClient};
 use wap_billing_engine::{Adapter, ElectionMode, EngineConfig, SqliteStore};
+use wap_billing_ledger::SqliteLedger;
 use wap_sim::{DatasetSpec, WapSim};
 use wap_types::StartId;
 
