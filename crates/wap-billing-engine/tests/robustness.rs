@@ -745,7 +745,8 @@ impl wap_billing_engine::FeedSource for SlowParse {
     ) -> Result<Vec<wap_billing_engine::FeedItem>, SourceError> {
         let page = self.inner.fetch(feed, start, batch).await?;
         if !page.is_empty() && self.block.swap(false, Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(900));
+            // Three lease lifetimes: without renewals on another thread the lease would be lost.
+            std::thread::sleep(Duration::from_millis(4_500));
         }
         Ok(page)
     }
@@ -758,7 +759,7 @@ async fn lease_renewals_go_on_while_the_processor_thread_is_busy() {
     let source = MemorySource::new();
     let slow = Arc::new(SlowParse { inner: source.clone(), block: AtomicBool::new(true) });
     let config =
-        config().lease_ttl(Duration::from_millis(300)).sync_interval(Duration::from_millis(20)).build().unwrap();
+        config().lease_ttl(Duration::from_millis(1_500)).sync_interval(Duration::from_millis(20)).build().unwrap();
     let handler = Recorder::new();
     let p = EventProcessor::new(&config, slow, Arc::clone(&store), handler.clone());
     let handle = p.handle();
