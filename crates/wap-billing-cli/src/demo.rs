@@ -6,7 +6,7 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use wap_billing_ledger::AccountStanding;
-use wap_sim::{ActionOutcome, CallResult, CreateSubscription, DatasetSpec, NotificationSubscriber, WapSim};
+use wap_sim::{CreateSubscription, DatasetSpec, NotificationSubscriber, WapSim};
 use wap_types::{BasicCredentials, FeedKind, PlanPriceQuery, StringMap, UsageRecord, WapDateTime};
 
 use crate::compose;
@@ -21,16 +21,6 @@ const METER_RATES: [(&str, &str, f64); 4] = [
     ("mysqlservers", "TotalAllottedSpace", 0.000_01),
     ("systemcenter", "CPUAllocationCount", 0.02),
 ];
-
-fn outcome(o: &ActionOutcome) -> String {
-    let status = o.calls.last().map(|c| match &c.result {
-        CallResult::Status(s) => format!("HTTP {s}"),
-        CallResult::Timeout => "timeout".to_owned(),
-        other => format!("{other:?}"),
-    });
-    let verdict = if o.is_approved() { "APPROVED" } else { "DENIED" };
-    format!("{verdict} ({})", status.unwrap_or_else(|| "no subscriber asked".into()))
-}
 
 fn usage_for(subscription: &str) -> Vec<UsageRecord> {
     let now = WapDateTime::now().to_utc();
@@ -169,17 +159,17 @@ pub async fn run() -> Result<(), Box<dyn Error>> {
     println!("   price shown for {plan_name:?}: {:?}", price.as_str());
     let alice = "alice@contoso.test";
     let bought = sim.create_subscription(CreateSubscription::new(alice, plan.id.as_str())).await;
-    println!("   {alice} buys {plan_name:?}: {}", outcome(&bought));
+    println!("   {alice} buys {plan_name:?}: {}", bought);
     let alice_sub = bought.subscription_id.clone().ok_or("the approved purchase has a subscription id")?;
     let mallory = "mallory@fabrikam.test";
     ledger.set_account_standing(mallory, AccountStanding::Overdue).await?;
     let refused = sim.create_subscription(CreateSubscription::new(mallory, plan.id.as_str())).await;
-    println!("   {mallory} (overdue invoice in the billing system) buys {plan_name:?}: {}", outcome(&refused));
+    println!("   {mallory} (overdue invoice in the billing system) buys {plan_name:?}: {}", refused);
     adapter.sync(LIMIT).await?;
     let add_on = sim.add_ons().into_iter().next().ok_or("the catalogue has add-ons")?;
     let add_on_name = add_on.display_name.clone().unwrap_or_else(|| add_on.id.clone());
     let extra = sim.add_subscription_addon(&alice_sub, &add_on.id).await;
-    println!("   {alice} adds {add_on_name:?}: {}", outcome(&extra));
+    println!("   {alice} adds {add_on_name:?}: {}", extra);
     let ids = sim.append_usage(usage_for(&alice_sub));
     println!("   WAP's collector stores {} usage records for {alice}'s new subscription", ids.len());
 

@@ -226,6 +226,20 @@ pub struct ActionOutcome {
     pub calls: Vec<SubscriberCall>,
 }
 
+/// `APPROVED (HTTP 204)`, `DENIED (HTTP 403)`, `DENIED (timeout)`, … — the verdict and how the last subscriber
+/// call ended (`no subscriber asked` when none was).
+impl std::fmt::Display for ActionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.is_approved() { "APPROVED" } else { "DENIED" };
+        match self.calls.last().map(|c| &c.result) {
+            Some(CallResult::Status(s)) => write!(f, "{verdict} (HTTP {s})"),
+            Some(CallResult::Timeout) => write!(f, "{verdict} (timeout)"),
+            Some(other) => write!(f, "{verdict} ({other:?})"),
+            None => write!(f, "{verdict} (no subscriber asked)"),
+        }
+    }
+}
+
 impl ActionOutcome {
     /// Whether the action was committed.
     pub fn is_approved(&self) -> bool {
