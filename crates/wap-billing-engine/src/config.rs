@@ -110,6 +110,14 @@ pub struct EngineConfig {
     /// `AuditLogRetentionDays` (project key, 2557 ≈ 7 years; 0 keeps everything): audit entries older than this
     /// are deleted once a day by the leader.
     pub audit_log_retention: Option<Duration>,
+    /// `WapFetchTimeoutMilliseconds` (project key, 120 s): the longest one fetch of a page from the Usage Service
+    /// may take (request, body and parsing). A fetch that takes longer is cut and counts as a failed fetch (retried
+    /// with back-off, reported in status and health), so a hung Usage Service call cannot block a feed forever.
+    pub wap_fetch_timeout: Duration,
+    /// `LeaseClockSkewMilliseconds` (project key, 2 s): how far the clocks of the processes sharing a SQLite state
+    /// file may disagree. A lease counts as expired for a taker only once the wall-clock expiry its holder wrote
+    /// lies this much in the past, so a taker whose clock runs ahead cannot take a live lease.
+    pub lease_clock_skew: Duration,
 }
 
 impl Default for EngineConfig {
@@ -140,6 +148,8 @@ impl Default for EngineConfig {
             handler_timeout: Duration::from_millis(25_000),
             processed_event_retention: Some(Duration::from_secs(400 * 86_400)),
             audit_log_retention: Some(Duration::from_secs(2_557 * 86_400)),
+            wap_fetch_timeout: Duration::from_millis(120_000),
+            lease_clock_skew: Duration::from_millis(2_000),
         }
     }
 }
@@ -212,6 +222,9 @@ impl EngineConfig {
         }
         if self.handler_timeout.is_zero() {
             return key("HandlerTimeoutMilliseconds", ms(self.handler_timeout), "must be > 0");
+        }
+        if self.wap_fetch_timeout.is_zero() {
+            return key("WapFetchTimeoutMilliseconds", ms(self.wap_fetch_timeout), "must be > 0");
         }
         if self.pricing_responder_enabled && !self.subscription_responder_enabled {
             return key("PricingResponderEnabled", "true".into(), "needs SubscriptionResponderEnabled");
@@ -290,6 +303,10 @@ impl EngineConfigBuilder {
         processed_event_retention: Option<Duration>,
         /// `AuditLogRetentionDays` (`None`: keep everything).
         audit_log_retention: Option<Duration>,
+        /// `WapFetchTimeoutMilliseconds`.
+        wap_fetch_timeout: Duration,
+        /// `LeaseClockSkewMilliseconds`.
+        lease_clock_skew: Duration,
     }
 
     /// `StateDatabaseUrl`.
@@ -389,6 +406,8 @@ impl EngineConfigBuilder {
             }
             "instanceid" => c.instance_id = v.to_owned(),
             "handlertimeoutmilliseconds" => c.handler_timeout = ms()?,
+            "wapfetchtimeoutmilliseconds" => c.wap_fetch_timeout = ms()?,
+            "leaseclockskewmilliseconds" => c.lease_clock_skew = ms()?,
             "processedeventretentiondays" => {
                 c.processed_event_retention =
                     Some(number()?).filter(|d| *d > 0).map(|d| Duration::from_secs(d.saturating_mul(86_400)));
@@ -486,6 +505,7 @@ mod tests {
             ("LeaseTtlMilliseconds", "0"),
             ("SyncIntervalMilliseconds", "0"),
             ("HandlerTimeoutMilliseconds", "0"),
+            ("WapFetchTimeoutMilliseconds", "0"),
         ] {
             let mut b = EngineConfig::builder();
             assert!(b.set(k, v).unwrap());

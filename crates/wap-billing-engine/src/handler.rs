@@ -171,6 +171,19 @@ pub enum HandlerError {
         #[source]
         source: Option<Box<dyn StdError + Send + Sync>>,
     },
+    /// The billing system refused the call because it has already seen a higher lease generation
+    /// ([`EventContext::generation`]) for this feed: the calling instance was deposed by a newer leader. Permanent
+    /// for this term, and **not** a billing failure: the engine spends no attempt, halts nothing, ends its term as
+    /// if a fenced state-store write had been refused, and lets the elector find out that the lease is lost.
+    #[error("deposed leader: the billing system has seen lease generation {seen} for {feed}; this call carried {generation}")]
+    Deposed {
+        /// The feed of the refused call.
+        feed: FeedKind,
+        /// The generation the call carried.
+        generation: i64,
+        /// The highest generation the billing system has seen for the feed.
+        seen: i64,
+    },
 }
 
 impl HandlerError {
@@ -198,6 +211,17 @@ impl HandlerError {
         self
     }
 
+    /// A [`HandlerError::Deposed`]: a billing system that stores lease generations refuses `generation` because it
+    /// has seen `seen` (higher) for `feed`.
+    pub fn deposed(feed: FeedKind, generation: i64, seen: i64) -> Self {
+        HandlerError::Deposed { feed, generation, seen }
+    }
+
+    /// Whether this is [`HandlerError::Deposed`].
+    pub fn is_deposed(&self) -> bool {
+        matches!(self, HandlerError::Deposed { .. })
+    }
+
     /// Whether this is `DependencyNotReady`.
     pub fn is_dependency_not_ready(&self) -> bool {
         matches!(self, HandlerError::DependencyNotReady { .. })
@@ -207,7 +231,7 @@ impl HandlerError {
     pub fn record_event_id(&self) -> Option<i64> {
         match self {
             HandlerError::Failed { record_event_id, .. } => *record_event_id,
-            HandlerError::DependencyNotReady { .. } => None,
+            HandlerError::DependencyNotReady { .. } | HandlerError::Deposed { .. } => None,
         }
     }
 }

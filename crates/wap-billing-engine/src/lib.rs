@@ -35,7 +35,7 @@ pub use store::SqliteStore;
 pub use store::{
     AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget,
     IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, StateStore,
-    StoreError,
+    StoreError, UnitAttempts,
 };
 pub use usage_lines::{UsageLine, UsageLines, UsagePeriod, UsageShape};
 pub use usage_service::UsageServiceSource;

@@ -17,7 +17,7 @@ use wap_billing_engine::{AuditEntry, EventCommit, InDoubtResolution, Intent, Sou
 use wap_billing_engine::{
     ElectionMode, EngineConfig, EntityChange, EventContext, EventHandler, EventProcessor, FeedCursor, FeedHold, Fence,
     HaltReason, HaltStatus, HaltTarget, HandlerError, IdentityKind, IdentityMap, IdentityMapping, LeaseRecord,
-    MemorySource, Phase, ProcessedEvent, ProcessorKind, StateStore, StoreError,
+    MemorySource, Phase, ProcessedEvent, ProcessorKind, StateStore, StoreError, UnitAttempts,
 };
 use wap_types::{FeedKind, Plan};
 
@@ -437,6 +437,18 @@ impl StateStore for Freezable {
     async fn lease(&self, p: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError> {
         self.gate().await;
         self.inner.lease(p).await
+    }
+    async fn unit_attempts(&self, p: ProcessorKind) -> Result<Vec<UnitAttempts>, StoreError> {
+        self.gate().await;
+        self.inner.unit_attempts(p).await
+    }
+    async fn set_unit_attempts(&self, fence: &Fence, unit: &UnitAttempts) -> Result<(), StoreError> {
+        self.gate().await;
+        self.inner.set_unit_attempts(fence, unit).await
+    }
+    async fn clear_unit_attempts(&self, fence: &Fence, feed: FeedKind, event_id: i64) -> Result<(), StoreError> {
+        self.gate().await;
+        self.inner.clear_unit_attempts(fence, feed, event_id).await
     }
     async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError> {
         self.gate().await;

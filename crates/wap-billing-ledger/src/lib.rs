@@ -50,9 +50,7 @@ use wap_types::{
 pub use self::append_only::{AppendOnlyLedger, AppendOnlyStats, LineTotal, UsageCall, APPEND_ONLY_LEDGER_VERSION};
 pub use self::approval::LedgerApprover;
 pub use self::invoice::{Invoice, InvoiceAddOn, InvoiceUsage};
-use wap_billing_engine::handler::{
-    EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler,
-};
+use wap_billing_engine::handler::{EntityChange, EventContext, EventHandler, HandlerError, UsageBatch, UsageHandler};
 use wap_billing_engine::store::SqliteSync;
 
 /// The version this ledger reports for the billing-system version check (docs/protocol/adapter-engine.md §9).
@@ -494,12 +492,37 @@ impl SqliteLedger {
         self.run(move |c| Ok(invoice::all(c)?.into_iter().find(|i| key(&i.subscription_id) == k))).await
     }
 
+    // ---- fencing ----
+
+    /// The highest lease generation a writer of each feed carried (see [`HandlerError::Deposed`]), by feed name.
+    pub async fn writer_generations(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.run(|c| {
+            let mut stmt = c.prepare("SELECT feed, generation FROM writer_generation ORDER BY feed")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Forgets the generations seen (an operator step after the engine's state database was replaced by a new
+    /// one, whose generations start again at 1: without it, the ledger would refuse every write as coming from a
+    /// deposed leader).
+    pub async fn reset_writer_generations(&self) -> Result<(), LedgerError> {
+        self.run(|c| {
+            c.execute("DELETE FROM writer_generation", [])?;
+            Ok(())
+        })
+        .await
+    }
+
     // ---- applying ----
 
     /// Applies `op` once per idempotency key (see the [module docs](self)).
-    async fn apply(&self, key: IdempotencyKey, op: Op) -> Result<(), HandlerError> {
+    async fn apply(&self, ctx: &EventContext<'_>, op: Op) -> Result<(), HandlerError> {
+        let (key, generation) = (ctx.key, ctx.generation);
         let applied = self
             .write(move |tx| {
+                check_generation(tx, key.feed, generation)?;
                 let seen = tx
                     .query_row(
                         "SELECT 1 FROM applied_event WHERE feed = ?1 AND event_id = ?2",
@@ -644,6 +667,34 @@ fn apply_op(tx: &Transaction<'_>, op: &Op) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// Fencing: refuses a write whose lease generation is lower than the highest one a writer of `feed` carried
+/// before ([`HandlerError::Deposed`]: that writer was deposed by a newer leader), and records `generation` when it
+/// is the highest. Runs in the transaction of the write it guards, so a refused write changes nothing. Generation 0
+/// (a call from outside the engine, e.g. [`UsageBatch::new`]) is not checked.
+fn check_generation(tx: &Transaction<'_>, feed: FeedKind, generation: i64) -> Result<(), HandlerError> {
+    if generation <= 0 {
+        return Ok(());
+    }
+    let sql = |e: rusqlite::Error| handler_err(LedgerError::from(e));
+    let seen: Option<i64> = tx
+        .query_row("SELECT generation FROM writer_generation WHERE feed = ?1", [feed.name()], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    match seen {
+        Some(seen) if seen > generation => Err(HandlerError::deposed(feed, generation, seen)),
+        Some(seen) if seen == generation => Ok(()),
+        _ => {
+            tx.execute(
+                "INSERT INTO writer_generation (feed, generation) VALUES (?1, ?2)
+                 ON CONFLICT (feed) DO UPDATE SET generation = excluded.generation",
+                params![feed.name(), generation],
+            )
+            .map_err(sql)?;
+            Ok(())
+        }
+    }
+}
+
 /// Adds to a persistent repeat counter (in the transaction of the delivery it counts).
 fn count_repeats(tx: &Transaction<'_>, name: &str, n: u64) -> Result<(), HandlerError> {
     if n > 0 {
@@ -685,7 +736,7 @@ impl EventHandler for SqliteLedger {
                 state: p.state.map(i64::from),
             },
         };
-        self.apply(ctx.key, op).await
+        self.apply(ctx, op).await
     }
 
     async fn addon(&self, ctx: &EventContext<'_>, change: EntityChange<'_, PlanAddon>) -> Result<(), HandlerError> {
@@ -699,7 +750,7 @@ impl EventHandler for SqliteLedger {
                 state: a.state.map(i64::from),
             },
         };
-        self.apply(ctx.key, op).await
+        self.apply(ctx, op).await
     }
 
     async fn plan_addon(
@@ -714,7 +765,7 @@ impl EventHandler for SqliteLedger {
             EntityChange::Deleted(_) => Op::Unlink { table, column, plan_id, other },
             _ => Op::Link { table, column, plan_id, other },
         };
-        self.apply(ctx.key, op).await
+        self.apply(ctx, op).await
     }
 
     async fn plan_service(
@@ -729,7 +780,7 @@ impl EventHandler for SqliteLedger {
             EntityChange::Deleted(_) => Op::Unlink { table, column, plan_id, other },
             _ => Op::Link { table, column, plan_id, other },
         };
-        self.apply(ctx.key, op).await
+        self.apply(ctx, op).await
     }
 
     async fn subscription(
@@ -748,7 +799,7 @@ impl EventHandler for SqliteLedger {
                 state: s.state.map(i64::from),
             }),
         };
-        self.apply(ctx.key, op).await
+        self.apply(ctx, op).await
     }
 
     async fn subscription_addon(
@@ -771,7 +822,7 @@ impl EventHandler for SqliteLedger {
                 acquired: a.acquisition_time.as_ref().map(ToString::to_string),
             },
         };
-        self.apply(ctx.key, op).await
+        self.apply(ctx, op).await
     }
 }
 
@@ -779,7 +830,13 @@ impl EventHandler for SqliteLedger {
 impl UsageHandler for SqliteLedger {
     async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
         let rows = batch.records.iter().map(UsageRow::from_record).collect::<Result<Vec<_>, _>>()?;
-        let (stored, repeated) = self.write(move |tx| store_usage(tx, &rows)).await?;
+        let generation = batch.generation;
+        let (stored, repeated) = self
+            .write(move |tx| {
+                check_generation(tx, FeedKind::Usage, generation)?;
+                store_usage(tx, &rows)
+            })
+            .await?;
         self.counters.usage_stored.fetch_add(stored, Ordering::Relaxed);
         self.counters.usage_repeated.fetch_add(repeated, Ordering::Relaxed);
         if repeated > 0 {

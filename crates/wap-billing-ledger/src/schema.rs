@@ -88,6 +88,11 @@ const MIGRATIONS: &[&str] = &[
         amount REAL NOT NULL,
         PRIMARY KEY (kind, id)
      ) WITHOUT ROWID;",
+    // 2: the highest lease generation (fencing token) each feed's writer carried, to refuse deposed leaders.
+    "CREATE TABLE writer_generation (
+        feed       TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database written by a newer version.

@@ -130,6 +130,8 @@ impl Processor {
                 let outcome = tokio::time::timeout_at(deadline, AssertUnwindSafe(call(info)).catch_unwind()).await;
                 let result = match outcome {
                     Ok(Ok(Ok(()))) => Ok(()),
+                    // A newer leader exists: the intent stays open for it to reconcile; this term ends.
+                    Ok(Ok(Err(CallError::Handler(e)))) if e.is_deposed() => return Err(self.deposed(fence, &e)),
                     Ok(Ok(Err(CallError::Handler(e)))) => Err(e),
                     // The billing system was not called; the intent stays open and is reconciled next round.
                     Ok(Ok(Err(CallError::Store(e)))) => return Err(e),
@@ -154,14 +156,14 @@ impl Processor {
                             announce_fail_point(first, last);
                             std::future::pending::<()>().await;
                         }
-                        self.forget_unit(feed, first);
+                        self.forget_unit(fence, feed, first).await?;
                         return Ok(UnitEnd::Applied);
                     }
                     Err(e) => e,
                 };
                 let now = self.clock.now();
                 let certainly_not_applied = if let HandlerError::DependencyNotReady { reason: missing } = &error {
-                    let since = self.with_unit(feed, first, |u| *u.dependency_since.get_or_insert(now));
+                    let since = self.dependency_since(fence, feed, first, now).await?;
                     let waited = elapsed_between(since, now);
                     if waited < self.config.dependency_wait_max {
                         self.store.close_intent(fence).await?;
@@ -178,21 +180,18 @@ impl Processor {
                     tracing::warn!(%intent, error = %error, "journaled billing call failed; reconciling before any retry");
                     match self.reconcile_intent(fence, &intent).await? {
                         Some(Reconciliation::Applied) => {
-                            self.forget_unit(feed, first);
+                            self.forget_unit(fence, feed, first).await?;
                             return Ok(UnitEnd::Applied);
                         }
                         Some(Reconciliation::NotApplied) => {}
                         Some(Reconciliation::Unknown { .. }) | None => {
-                            self.forget_unit(feed, first);
+                            self.forget_unit(fence, feed, first).await?;
                             return Ok(UnitEnd::Halted);
                         }
                     }
                 }
                 self.store.close_intent(fence).await?;
-                let attempts = self.with_unit(feed, first, |u| {
-                    u.attempts += 1;
-                    u.attempts
-                });
+                let attempts = self.count_attempt(fence, feed, first).await?;
                 if attempts >= max {
                     let error = error.to_string();
                     return self.halt_unit(fence, feed, first, last, HaltReason::HandlerFailed, error, attempts).await;

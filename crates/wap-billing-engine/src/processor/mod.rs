@@ -44,7 +44,7 @@ use crate::source::{FeedItem, FeedSource, SourceError, SourceErrorKind};
 use crate::status::{HeldEvent, Phase, ProcessorStatus, WaitingEvent};
 use crate::store::{
     EventCommit, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget, ProcessedOutcome, ProcessorKind, StateStore,
-    StoreError,
+    StoreError, UnitAttempts,
 };
 
 /// The longest a halted processor waits before looking at the store again (an operator may have resumed it from
@@ -115,13 +115,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt. Kept for the life of
-/// the process, across terms of leadership, so a lost and regained lease does not reset an event's attempts.
+/// Retry state of one unit, keyed by `(feed, first EventId)`; dropped on commit or halt. Attempts and the start
+/// of a dependency wait are saved in the state store ([`StateStore::set_unit_attempts`]) and loaded at the start
+/// of every term, so neither a new term nor a restarted process resets them; `calls` counts this process's calls.
 #[derive(Debug, Default)]
 struct UnitState {
     calls: u32,
     attempts: u32,
     dependency_since: Option<DateTime<Utc>>,
+    /// Whether the store holds a row for the unit (saved by [`Processor::save_unit`]).
+    persisted: bool,
 }
 
 enum Billing {
@@ -470,8 +473,11 @@ impl Processor {
                 () = &mut lost => false,
             };
             if fenced {
-                // A commit was refused: another instance holds the lease. Wait for the elector to notice.
-                lost.await;
+                // A commit was refused (or the billing system refused this generation): another instance holds the
+                // lease. Wait for the elector to notice, a TTL at most: a billing system whose generation is ahead
+                // of the state store's (a replaced state database) must not stall the processor silently; the term
+                // then starts again and the refusal is logged and shown each time.
+                let _ = tokio::time::timeout(self.config.lease_ttl, &mut lost).await;
             }
         }
     }
@@ -571,8 +577,10 @@ impl Processor {
         }
     }
 
-    /// Loads the stored cursors into the status and warns about feeds not polled within `RetentionWarnDays`.
+    /// Loads the stored cursors into the status and warns about feeds not polled within `RetentionWarnDays`; loads
+    /// the stored retry state of failing units.
     async fn load_positions(&self) -> Result<(), StoreError> {
+        self.load_units().await?;
         let now = self.clock.now();
         for &feed in self.kind.feeds() {
             let cursor = self.store.cursor(feed).await?;
@@ -829,7 +837,19 @@ impl Processor {
         let mut failures: u32 = 0;
         let mut permanent: u32 = 0;
         loop {
-            let error = match self.source.fetch(feed, start, batch_size).await {
+            let timeout = self.config.wap_fetch_timeout;
+            let fetched = match tokio::time::timeout(timeout, self.source.fetch(feed, start, batch_size)).await {
+                Ok(result) => result,
+                Err(_) => Err(SourceError::new(
+                    SourceErrorKind::Transport,
+                    format!(
+                        "the fetch of {feed} at startId {start} did not finish within {} ms \
+                         (WapFetchTimeoutMilliseconds) and was cut",
+                        timeout.as_millis()
+                    ),
+                )),
+            };
+            let error = match fetched {
                 Ok(page) => match page.iter().find(|i| i.feed() != feed) {
                     None => {
                         if failures > 0 {
@@ -875,8 +895,71 @@ impl Processor {
         f(units.entry((feed, first)).or_default())
     }
 
-    fn forget_unit(&self, feed: FeedKind, first: i64) {
-        self.units.lock().unwrap_or_else(|p| p.into_inner()).remove(&(feed, first));
+    /// Drops the retry state of a unit (applied, split or halted), in the store too when it was saved there.
+    async fn forget_unit(&self, fence: &Fence, feed: FeedKind, first: i64) -> Result<(), StoreError> {
+        let removed = self.units.lock().unwrap_or_else(|p| p.into_inner()).remove(&(feed, first));
+        if removed.is_some_and(|u| u.persisted) {
+            self.store.clear_unit_attempts(fence, feed, first).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the retry state of a unit to the store (fenced), so a restarted process goes on from it.
+    async fn save_unit(&self, fence: &Fence, feed: FeedKind, first: i64) -> Result<(), StoreError> {
+        let (attempts, dependency_since) = self.with_unit(feed, first, |u| (u.attempts, u.dependency_since));
+        let unit = UnitAttempts { feed, event_id: first, attempts, dependency_since };
+        self.store.set_unit_attempts(fence, &unit).await?;
+        self.with_unit(feed, first, |u| u.persisted = true);
+        Ok(())
+    }
+
+    /// Counts a failed attempt on a unit (saved in the store); returns the attempts so far.
+    async fn count_attempt(&self, fence: &Fence, feed: FeedKind, first: i64) -> Result<u32, StoreError> {
+        let attempts = self.with_unit(feed, first, |u| {
+            u.attempts += 1;
+            u.attempts
+        });
+        self.save_unit(fence, feed, first).await?;
+        Ok(attempts)
+    }
+
+    /// Since when the billing side answers `DependencyNotReady` for a unit: `now` on the first such answer (then
+    /// saved in the store, so the wait keeps its start across restarts and terms).
+    async fn dependency_since(
+        &self,
+        fence: &Fence,
+        feed: FeedKind,
+        first: i64,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let (since, new) = self.with_unit(feed, first, |u| match u.dependency_since {
+            Some(since) => (since, false),
+            None => {
+                u.dependency_since = Some(now);
+                (now, true)
+            }
+        });
+        if new {
+            self.save_unit(fence, feed, first).await?;
+        }
+        Ok(since)
+    }
+
+    /// At the start of a term: merges the retry state of failing units the store has (another leader, or this
+    /// instance's previous process, may have counted): the higher attempt count and the earlier wait start win.
+    async fn load_units(&self) -> Result<(), StoreError> {
+        let stored = self.store.unit_attempts(self.kind).await?;
+        let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+        for s in stored {
+            let unit = units.entry((s.feed, s.event_id)).or_default();
+            unit.attempts = unit.attempts.max(s.attempts);
+            unit.dependency_since = match (unit.dependency_since, s.dependency_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            unit.persisted = true;
+        }
+        Ok(())
     }
 
     /// Calls the billing side for one unit (an event, or a usage batch `first..=last`) until it succeeds, waits on a
@@ -930,9 +1013,11 @@ impl Processor {
             let outcome = tokio::time::timeout_at(deadline, AssertUnwindSafe(call(info)).catch_unwind()).await;
             let error = match outcome {
                 Ok(Ok(Ok(()))) => {
-                    self.forget_unit(feed, first);
+                    self.forget_unit(fence, feed, first).await?;
                     return Ok(UnitEnd::Applied);
                 }
+                // The billing system has seen a newer leader: this term is over, as after a fenced write.
+                Ok(Ok(Err(CallError::Handler(e)))) if e.is_deposed() => return Err(self.deposed(fence, &e)),
                 Ok(Ok(Err(CallError::Handler(e)))) => e,
                 // The billing system was not called: a store error, retried by the term with back-off.
                 Ok(Ok(Err(CallError::Store(e)))) => return Err(e),
@@ -958,7 +1043,7 @@ impl Processor {
             }
             let now = self.clock.now();
             if let HandlerError::DependencyNotReady { reason: missing } = &error {
-                let since = self.with_unit(feed, first, |u| *u.dependency_since.get_or_insert(now));
+                let since = self.dependency_since(fence, feed, first, now).await?;
                 let waited = elapsed_between(since, now);
                 if waited < self.config.dependency_wait_max {
                     tracing::info!(feed = %feed, event_id = first, reason = %missing, waited = ?waited, "dependency not ready; retrying later without spending an attempt");
@@ -967,15 +1052,12 @@ impl Processor {
                     return Ok(UnitEnd::Waiting);
                 }
             }
-            let attempts = self.with_unit(feed, first, |u| {
-                u.attempts += 1;
-                u.attempts
-            });
+            let attempts = self.count_attempt(fence, feed, first).await?;
             if attempts >= max && allow_split && first != last {
                 // The handler did not say which record fails: take the batch apart, so that the halt (and an
                 // operator's skip) names one record, never a whole batch.
                 tracing::warn!(feed = %feed, first, last, error = %error, "usage batch failed without naming a record; retrying its records one by one");
-                self.forget_unit(feed, first);
+                self.forget_unit(fence, feed, first).await?;
                 return Ok(UnitEnd::Split(first));
             }
             if attempts >= max {
@@ -984,6 +1066,14 @@ impl Processor {
             tracing::warn!(feed = %feed, event_id = first, attempt = attempts, max, error = %error, retry_in = ?self.config.retry_sleep, "billing side failed; retrying");
             sleep(self.config.retry_sleep).await;
         }
+    }
+
+    /// The billing system refused a call as coming from a deposed leader ([`HandlerError::Deposed`]): logged and
+    /// turned into the fencing refusal that ends the term (no attempt spent, no halt).
+    pub(crate) fn deposed(&self, fence: &Fence, error: &HandlerError) -> StoreError {
+        tracing::warn!(processor = %self.kind, generation = fence.generation, error = %error, "the billing system refused this instance as a deposed leader; ending the term");
+        self.status.send_modify(|s| s.last_store_error = Some(format!("deposed: {error}")));
+        StoreError::Fenced { processor: self.kind, holder: fence.holder.clone(), generation: fence.generation }
     }
 
     /// The deadline of a billing call starting now: `HandlerTimeoutMilliseconds` from now, but never after the
@@ -1016,7 +1106,7 @@ impl Processor {
             halted_at: self.clock.now(),
         };
         self.store.set_halt(fence, &halt).await?;
-        self.forget_unit(feed, first);
+        self.forget_unit(fence, feed, first).await?;
         tracing::error!(halt = %halt, "processor halted; waiting for an operator (resume or skip)");
         self.status.send_modify(|s| {
             s.phase = Phase::Halted;

@@ -22,7 +22,7 @@ pub struct Migration {
 }
 
 /// The newest schema version this build knows.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 4;
 
 /// All migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -171,6 +171,28 @@ pub const MIGRATIONS: &[Migration] = &[
                 token          TEXT NOT NULL,
                 generation     BIGINT NOT NULL,
                 opened_at_ms   BIGINT NOT NULL
+            );
+        ",
+    },
+    Migration {
+        version: 4,
+        description: "unit_attempt (billing-side attempts and dependency waits, kept across restarts)",
+        sqlite: "
+            CREATE TABLE unit_attempt (
+                feed                TEXT NOT NULL,
+                event_id            INTEGER NOT NULL,
+                attempts            INTEGER NOT NULL,
+                dependency_since_ms INTEGER,
+                PRIMARY KEY (feed, event_id)
+            );
+        ",
+        postgres: "
+            CREATE TABLE unit_attempt (
+                feed                TEXT NOT NULL,
+                event_id            BIGINT NOT NULL,
+                attempts            INTEGER NOT NULL,
+                dependency_since_ms BIGINT,
+                PRIMARY KEY (feed, event_id)
             );
         ",
     },

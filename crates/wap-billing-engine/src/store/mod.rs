@@ -32,7 +32,7 @@ pub use self::sqlite::SqliteStore;
 pub(crate) use self::types::{from_millis, identity_key, to_millis};
 pub use self::types::{
     AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence, HaltReason, HaltStatus, HaltTarget,
-    IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind,
+    IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome, ProcessorKind, UnitAttempts,
 };
 pub use self::url::{redact_url, SqliteSync, StateDatabaseUrl};
 
@@ -297,6 +297,27 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// The lease row of a processor.
     async fn lease(&self, processor: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError>;
+
+    // ---- retry state of failing units ----
+
+    /// The stored [`UnitAttempts`] of the feeds of `processor`. The default (a store that does not keep them)
+    /// answers none: attempts are then counted in memory only, per process.
+    async fn unit_attempts(&self, processor: ProcessorKind) -> Result<Vec<UnitAttempts>, StoreError> {
+        let _ = processor;
+        Ok(Vec::new())
+    }
+
+    /// Fenced. Stores (replacing) the retry state of one unit. The default keeps nothing.
+    async fn set_unit_attempts(&self, fence: &Fence, unit: &UnitAttempts) -> Result<(), StoreError> {
+        let _ = (fence, unit);
+        Ok(())
+    }
+
+    /// Fenced. Deletes the retry state of one unit (applied or halted). The default keeps nothing.
+    async fn clear_unit_attempts(&self, fence: &Fence, feed: FeedKind, event_id: i64) -> Result<(), StoreError> {
+        let _ = (fence, feed, event_id);
+        Ok(())
+    }
 
     // ---- the intent journal (the journaled delivery path, see crate::journal) ----
 

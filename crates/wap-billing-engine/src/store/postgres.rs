@@ -15,7 +15,7 @@ use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, redact_url, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold,
     Fence, HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent,
-    ProcessedOutcome, ProcessorKind, StateStore, StoreError,
+    ProcessedOutcome, ProcessorKind, StateStore, StoreError, UnitAttempts,
 };
 
 mod journal;
@@ -807,6 +807,58 @@ impl StateStore for PostgresStore {
                 )
                 .await?;
             Ok(row.map(|r| lease_from_row(processor, &r)))
+        })
+    }
+
+    async fn unit_attempts(&self, processor: ProcessorKind) -> Result<Vec<UnitAttempts>, StoreError> {
+        with_client!(self, |c| {
+            let rows = c
+                .query(
+                    "SELECT feed, event_id, attempts, dependency_since_ms FROM unit_attempt ORDER BY feed, event_id",
+                    &[],
+                )
+                .await?;
+            let mut out = Vec::new();
+            for r in &rows {
+                let feed = feed_from(r.get(0))?;
+                if processor.feeds().contains(&feed) {
+                    out.push(UnitAttempts {
+                        feed,
+                        event_id: r.get(1),
+                        attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                        dependency_since: r.get::<_, Option<i64>>(3).map(from_millis),
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn set_unit_attempts(&self, fence: &Fence, unit: &UnitAttempts) -> Result<(), StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            check_fence(&tx, fence).await?;
+            let attempts = i32::try_from(unit.attempts).unwrap_or(i32::MAX);
+            tx.execute(
+                "INSERT INTO unit_attempt (feed, event_id, attempts, dependency_since_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (feed, event_id) DO UPDATE SET attempts = excluded.attempts,
+                        dependency_since_ms = excluded.dependency_since_ms",
+                &[&unit.feed.name(), &unit.event_id, &attempts, &unit.dependency_since.map(to_millis)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn clear_unit_attempts(&self, fence: &Fence, feed: FeedKind, event_id: i64) -> Result<(), StoreError> {
+        with_client!(self, |c| {
+            let tx = c.transaction().await?;
+            check_fence(&tx, fence).await?;
+            tx.execute("DELETE FROM unit_attempt WHERE feed = $1 AND event_id = $2", &[&feed.name(), &event_id])
+                .await?;
+            tx.commit().await?;
+            Ok(())
         })
     }
 

@@ -16,7 +16,7 @@ use super::migrations::{LATEST_VERSION, MIGRATIONS};
 use super::{
     from_millis, identity_key, to_millis, AuditAction, AuditEntry, EventCommit, FeedCursor, FeedHold, Fence,
     HaltReason, HaltStatus, HaltTarget, IdentityKind, IdentityMapping, LeaseRecord, ProcessedEvent, ProcessedOutcome,
-    ProcessorKind, SqliteSync, StateStore, StoreError,
+    ProcessorKind, SqliteSync, StateStore, StoreError, UnitAttempts,
 };
 
 mod journal;
@@ -709,6 +709,61 @@ impl StateStore for SqliteStore {
 
     async fn lease(&self, processor: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError> {
         self.run(move |c| read_lease(c, processor)).await
+    }
+
+    async fn unit_attempts(&self, processor: ProcessorKind) -> Result<Vec<UnitAttempts>, StoreError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT feed, event_id, attempts, dependency_since_ms FROM unit_attempt ORDER BY feed, event_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (feed, event_id, attempts, since) = row?;
+                let feed = feed_from(&feed)?;
+                if processor.feeds().contains(&feed) {
+                    out.push(UnitAttempts {
+                        feed,
+                        event_id,
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        dependency_since: since.map(from_millis),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_unit_attempts(&self, fence: &Fence, unit: &UnitAttempts) -> Result<(), StoreError> {
+        let (fence, unit) = (fence.clone(), *unit);
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &fence)?;
+            tx.execute(
+                "INSERT INTO unit_attempt (feed, event_id, attempts, dependency_since_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (feed, event_id) DO UPDATE SET attempts = excluded.attempts,
+                    dependency_since_ms = excluded.dependency_since_ms",
+                params![unit.feed.name(), unit.event_id, unit.attempts, unit.dependency_since.map(to_millis)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_unit_attempts(&self, fence: &Fence, feed: FeedKind, event_id: i64) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, &fence)?;
+            tx.execute("DELETE FROM unit_attempt WHERE feed = ?1 AND event_id = ?2", params![feed.name(), event_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError> {

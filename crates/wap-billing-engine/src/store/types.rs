@@ -67,6 +67,22 @@ pub struct FeedHold {
     pub since: DateTime<Utc>,
 }
 
+/// The retry state of one unit (an event, or a usage batch by its first `EventId`) the billing side failed or
+/// answered `DependencyNotReady` for, kept in the state store so that a restarted process (not only a new term of
+/// the same process) goes on counting toward the halt and a dependency wait keeps its start time. Deleted when
+/// the unit is applied or halts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitAttempts {
+    /// The feed.
+    pub feed: FeedKind,
+    /// The unit's (first) `EventId`.
+    pub event_id: i64,
+    /// Failed attempts so far (toward `RetryMaxAttempts`).
+    pub attempts: u32,
+    /// Since when the billing side answers `DependencyNotReady` (toward `DependencyWaitMaxSeconds`).
+    pub dependency_since: Option<DateTime<Utc>>,
+}
+
 /// The stored position of one feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedCursor {
