@@ -12,11 +12,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::config::{ElectionMode, EngineConfig};
 use crate::store::{Fence, ProcessorKind, StateStore};
+
+/// The most lease renewals one elector has unanswered at once: one every TTL/6 for 5/6 of the TTL, enough for a
+/// store whose renewals take up to 5/6 of the TTL.
+const MAX_RENEWALS_IN_FLIGHT: usize = 5;
 
 /// Whether this instance runs a processor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +80,12 @@ impl LeaseTimes {
 
 /// Acquires and renews one processor's lease and publishes [`Leadership`] on a watch channel.
 ///
-/// Renewal starts after a third of the TTL and is retried (every TTL/10) until the local deadline; a renewal
-/// that answers late still counts, and after a lost deadline the elector first tries to **reclaim** its own
-/// generation (a renewal under the old fence) before it acquires anew, so a slow store does not bump the
-/// generation on every round (leadership does not flap).
+/// Renewal starts early (TTL/6 into a term, then a third into each TTL) and is pipelined: while a renewal is
+/// unanswered another one goes out every TTL/6, so a store whose renewals take longer than half the TTL (up to
+/// about 5/6 of it) keeps the lease without a gap; a failed renewal is retried every TTL/10 until the local
+/// deadline. After a lost deadline the elector first tries to **reclaim** its own generation (a renewal under the
+/// old fence) before it acquires anew, so even a store slower than that does not bump the generation on every
+/// round (leadership does not flap).
 ///
 /// A live lease held under this instance's own `InstanceId` with a generation this elector did not acquire means
 /// another process runs with the same `InstanceId`: the elector refuses to take it (it would depose the other
@@ -251,38 +258,65 @@ impl LeaderElector {
     }
 
     /// Renews until the lease is lost; returns when it is.
+    ///
+    /// Renewals are **pipelined**: while one is unanswered, another is sent every TTL/6 (at most
+    /// [`MAX_RENEWALS_IN_FLIGHT`] at once), and each successful answer moves the local deadline to the time its
+    /// request was *sent* + TTL. So a store whose renewals take longer than TTL/2 — up to about 5/6 of the TTL —
+    /// keeps the lease without a gap: the next answer is always on its way. The first renewal of a term goes out
+    /// after TTL/6; later ones a third into the TTL when the store answers fast, earlier when it has been slow
+    /// (twice the last answer's latency plus TTL/6 before the deadline). Only the deadline itself ends the hold:
+    /// the instance steps down when the TTL has really run out without an answer.
     async fn hold(&self, fence: &Fence, mut deadline: Instant) {
+        type Renewal<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = (Instant, Result<bool, crate::store::StoreError>)> + Send + 'a>,
+        >;
+        let hedge = (self.ttl / 6).max(Duration::from_millis(1));
+        let mut in_flight: FuturesUnordered<Renewal<'_>> = FuturesUnordered::new();
+        // Nothing is known about the store's latency at the start of a term: assume a third of the TTL.
+        let mut latency = self.ttl / 3;
+        let mut next_ask = self.renew_at(deadline, latency);
         loop {
-            // Renew early: after a third of the TTL, leaving two thirds for a slow store and retries.
-            let renew_at = deadline.checked_sub(self.ttl * 2 / 3).unwrap_or(deadline);
-            sleep_until(renew_at).await;
-            loop {
-                let asked_at = Instant::now();
-                if asked_at >= deadline {
-                    return;
-                }
-                let outcome = tokio::select! {
-                    r = self.store.renew_lease(fence, self.ttl) => r,
-                    _ = sleep_until(deadline) => return,
-                };
-                match outcome {
+            tokio::select! {
+                biased;
+                Some((asked_at, outcome)) = in_flight.next(), if !in_flight.is_empty() => match outcome {
                     Ok(true) => {
-                        deadline = asked_at + self.ttl;
-                        self.times.lock().deadline = Some(deadline);
-                        break;
+                        latency = asked_at.elapsed();
+                        if asked_at + self.ttl > deadline {
+                            deadline = asked_at + self.ttl;
+                            self.times.lock().deadline = Some(deadline);
+                        }
+                        if in_flight.is_empty() {
+                            next_ask = self.renew_at(deadline, latency);
+                        }
                     }
                     Ok(false) => return,
                     Err(e) => {
                         tracing::warn!(processor = %self.processor, error = %e, "lease renewal failed; retrying until it expires");
-                        let pause = (self.ttl / 10).max(Duration::from_millis(1));
-                        tokio::select! {
-                            _ = sleep(pause) => {}
-                            _ = sleep_until(deadline) => return,
+                        if in_flight.is_empty() {
+                            next_ask = Instant::now() + (self.ttl / 10).max(Duration::from_millis(1));
                         }
                     }
+                },
+                () = sleep_until(deadline) => return,
+                () = sleep_until(next_ask), if in_flight.len() < MAX_RENEWALS_IN_FLIGHT => {
+                    let asked_at = Instant::now();
+                    if !in_flight.is_empty() {
+                        tracing::debug!(processor = %self.processor, in_flight = in_flight.len(), "lease renewal slow; sending another");
+                    }
+                    let store = &self.store;
+                    let ttl = self.ttl;
+                    in_flight.push(Box::pin(async move { (asked_at, store.renew_lease(fence, ttl).await) }));
+                    next_ask = asked_at + hedge;
                 }
             }
         }
+    }
+
+    /// When to send the next renewal of a lease ending at `deadline`: a third into the TTL (two thirds left), or
+    /// earlier when the last renewal took `latency` (twice that plus TTL/6 left); now at the latest.
+    fn renew_at(&self, deadline: Instant, latency: Duration) -> Instant {
+        let lead = (self.ttl * 2 / 3).max(latency.saturating_mul(2) + self.ttl / 6).min(self.ttl);
+        deadline.checked_sub(lead).unwrap_or(deadline).max(Instant::now())
     }
 
     /// Gives the lease back (if held) so another instance can take over at once, and announces standby.

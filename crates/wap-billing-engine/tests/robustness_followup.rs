@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use common::*;
 use wap_billing_engine::{
-    ElectionMode, EngineConfig, FeedItem, FeedSource, HaltReason, MemorySource, Phase, ProcessorKind, SourceError,
-    StateStore,
+    AuditEntry, ElectionMode, EngineConfig, EventCommit, FeedCursor, FeedHold, FeedItem, FeedSource, Fence, HaltReason,
+    HaltStatus, HaltTarget, IdentityKind, IdentityMapping, InDoubtResolution, Intent, LeaseRecord, MemorySource, Phase,
+    ProcessedEvent, ProcessorKind, SourceError, StateStore, StoreError, UnitAttempts,
 };
 use wap_types::{FeedKind, StartId};
 
@@ -165,4 +167,234 @@ fn a_zero_fetch_timeout_is_refused_with_its_key() {
     let mut b = EngineConfig::builder();
     assert!(b.set("WapFetchTimeoutMilliseconds", "1500").unwrap());
     assert_eq!(b.build().unwrap().wap_fetch_timeout, Duration::from_millis(1500));
+}
+
+// ---------- finding 6: renewals slower than half the TTL ----------
+
+/// A state store whose lease renewals take `delay` (a congested link, a store under load); everything else is
+/// immediate.
+#[derive(Debug)]
+struct SlowRenewals {
+    inner: Arc<dyn StateStore>,
+    delay: Duration,
+    renewals: AtomicU32,
+    acquisitions: AtomicU32,
+}
+
+#[async_trait]
+impl StateStore for SlowRenewals {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.inner.schema_version().await
+    }
+    async fn cursor(&self, feed: FeedKind) -> Result<FeedCursor, StoreError> {
+        self.inner.cursor(feed).await
+    }
+    async fn record_poll(&self, feed: FeedKind, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.record_poll(feed, at).await
+    }
+    async fn commit(&self, fence: &Fence, commit: &EventCommit) -> Result<(), StoreError> {
+        self.inner.commit(fence, commit).await
+    }
+    async fn processed(&self, feed: FeedKind, from: i64, to: i64) -> Result<Vec<ProcessedEvent>, StoreError> {
+        self.inner.processed(feed, from, to).await
+    }
+    async fn set_hold(&self, fence: &Fence, feed: FeedKind, hold: Option<FeedHold>) -> Result<(), StoreError> {
+        self.inner.set_hold(fence, feed, hold).await
+    }
+    async fn halt(&self, processor: ProcessorKind) -> Result<Option<HaltStatus>, StoreError> {
+        self.inner.halt(processor).await
+    }
+    async fn set_halt(&self, fence: &Fence, halt: &HaltStatus) -> Result<(), StoreError> {
+        self.inner.set_halt(fence, halt).await
+    }
+    async fn resume(
+        &self,
+        p: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
+        self.inner.resume(p, expected, actor, at).await
+    }
+    async fn skip(
+        &self,
+        p: ProcessorKind,
+        expected: Option<HaltTarget>,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<HaltStatus, StoreError> {
+        self.inner.skip(p, expected, actor, reason, at).await
+    }
+    async fn identity(&self, kind: IdentityKind, wap_id: &str) -> Result<Option<IdentityMapping>, StoreError> {
+        self.inner.identity(kind, wap_id).await
+    }
+    async fn identity_by_billing_id(
+        &self,
+        kind: IdentityKind,
+        billing_id: &str,
+    ) -> Result<Option<IdentityMapping>, StoreError> {
+        self.inner.identity_by_billing_id(kind, billing_id).await
+    }
+    async fn set_identity(
+        &self,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_identity(kind, wap_id, billing_id, actor, at).await
+    }
+    async fn delete_identity(
+        &self,
+        kind: IdentityKind,
+        wap_id: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_identity(kind, wap_id, actor, at).await
+    }
+    async fn identities(&self, kind: IdentityKind) -> Result<Vec<IdentityMapping>, StoreError> {
+        self.inner.identities(kind).await
+    }
+    async fn set_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        billing_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_identity_fenced(fence, kind, wap_id, billing_id, at).await
+    }
+    async fn delete_identity_fenced(
+        &self,
+        fence: &Fence,
+        kind: IdentityKind,
+        wap_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_identity_fenced(fence, kind, wap_id, at).await
+    }
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit_log(limit).await
+    }
+    async fn prune(
+        &self,
+        processed_before: Option<DateTime<Utc>>,
+        audit_before: Option<DateTime<Utc>>,
+    ) -> Result<(u64, u64), StoreError> {
+        self.inner.prune(processed_before, audit_before).await
+    }
+    async fn try_acquire_lease(
+        &self,
+        p: ProcessorKind,
+        holder: &str,
+        ttl: Duration,
+        steal: bool,
+    ) -> Result<Option<LeaseRecord>, StoreError> {
+        self.acquisitions.fetch_add(1, Ordering::SeqCst);
+        self.inner.try_acquire_lease(p, holder, ttl, steal).await
+    }
+    async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        // Half the delay on the way there, half on the way back.
+        tokio::time::sleep(self.delay / 2).await;
+        let renewed = self.inner.renew_lease(fence, ttl).await;
+        tokio::time::sleep(self.delay / 2).await;
+        renewed
+    }
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.inner.release_lease(fence).await
+    }
+    async fn lease(&self, p: ProcessorKind) -> Result<Option<LeaseRecord>, StoreError> {
+        self.inner.lease(p).await
+    }
+    async fn unit_attempts(&self, p: ProcessorKind) -> Result<Vec<UnitAttempts>, StoreError> {
+        self.inner.unit_attempts(p).await
+    }
+    async fn set_unit_attempts(&self, fence: &Fence, unit: &UnitAttempts) -> Result<(), StoreError> {
+        self.inner.set_unit_attempts(fence, unit).await
+    }
+    async fn clear_unit_attempts(&self, fence: &Fence, feed: FeedKind, event_id: i64) -> Result<(), StoreError> {
+        self.inner.clear_unit_attempts(fence, feed, event_id).await
+    }
+    async fn open_intent(&self, fence: &Fence, intent: &Intent) -> Result<(), StoreError> {
+        self.inner.open_intent(fence, intent).await
+    }
+    async fn intent(&self, p: ProcessorKind) -> Result<Option<Intent>, StoreError> {
+        self.inner.intent(p).await
+    }
+    async fn commit_intent(&self, fence: &Fence, commit: &EventCommit) -> Result<(), StoreError> {
+        self.inner.commit_intent(fence, commit).await
+    }
+    async fn close_intent(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.inner.close_intent(fence).await
+    }
+    async fn resolve_intent(
+        &self,
+        p: ProcessorKind,
+        resolution: InDoubtResolution,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Intent, StoreError> {
+        self.inner.resolve_intent(p, resolution, actor, reason, at).await
+    }
+}
+
+async fn leadership_holds_with_renewals_taking(delay: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = sqlite_store_fast(&dir, "state.db").await;
+    let slow = Arc::new(SlowRenewals { inner, delay, renewals: AtomicU32::new(0), acquisitions: AtomicU32::new(0) });
+    let store: Arc<dyn StateStore> = slow.clone();
+    let source = MemorySource::new();
+    let handler = Recorder::new();
+    let config = config().lease_ttl(TTL).sync_interval(Duration::from_secs(5)).build().unwrap();
+    let running = spawn_events(&config, &source, &store, handler.clone());
+    wait_status(&running.handle, LONG, "leader", |s| s.phase == Phase::CaughtUp).await;
+    let generation = running.handle.status().leader_generation.unwrap();
+    // Count every end of a term (leader_generation going away) from here on.
+    let mut rx = running.handle.subscribe();
+    let terms_ended = Arc::new(AtomicU32::new(0));
+    let watcher = tokio::spawn({
+        let terms_ended = Arc::clone(&terms_ended);
+        async move {
+            while rx.changed().await.is_ok() {
+                if rx.borrow_and_update().leader_generation.is_none() {
+                    terms_ended.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    // Twenty lease lifetimes, an event every 10 s.
+    for id in 1..=120 {
+        source.push(ack_plan(id));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    wait_status(&running.handle, LONG, "all applied", |s| s.last_committed() == Some(120)).await;
+    assert_eq!(terms_ended.load(Ordering::SeqCst), 0, "leadership never flapped");
+    assert_eq!(running.handle.status().leader_generation, Some(generation));
+    assert_eq!(store.lease(ProcessorKind::Notification).await.unwrap().unwrap().generation, generation);
+    assert_eq!(slow.acquisitions.load(Ordering::SeqCst), 1, "acquired once, renewed ever since");
+    assert!(slow.renewals.load(Ordering::SeqCst) >= 20, "renewed all along: {}", slow.renewals.load(Ordering::SeqCst));
+    assert_eq!(handler.applied().len(), 120, "progress: every event applied once");
+    watcher.abort();
+    running.stop().await;
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn renewals_slower_than_half_the_ttl_do_not_make_leadership_flap() {
+    leadership_holds_with_renewals_taking(TTL * 6 / 10).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_taking_three_quarters_of_the_ttl_do_not_make_leadership_flap() {
+    leadership_holds_with_renewals_taking(TTL * 3 / 4).await;
 }
