@@ -64,6 +64,10 @@ pub struct EngineConfig {
     pub pricing_responder_enabled: bool,
     /// `StateDatabaseUrl` (`sqlite://wap-billing-state.db`).
     pub state_database_url: String,
+    /// `StateDatabaseCaFile` (none): a PEM CA file the PostgreSQL server's certificate must be signed by
+    /// (`sslmode=verify-ca` / `verify-full` in the URL; `require` then checks it too). Takes precedence over the
+    /// URL's `sslrootcert`; without either, the system's roots are used.
+    pub state_database_ca_file: Option<std::path::PathBuf>,
     /// `RetryMaxAttempts` (5): billing-side attempts per event before the processor halts.
     pub retry_max_attempts: u32,
     /// `RetrySleepMilliseconds` (30 s): pause between billing-side attempts.
@@ -120,6 +124,7 @@ impl Default for EngineConfig {
             subscription_responder_enabled: true,
             pricing_responder_enabled: false,
             state_database_url: "sqlite://wap-billing-state.db".to_owned(),
+            state_database_ca_file: None,
             retry_max_attempts: 5,
             retry_sleep: Duration::from_millis(30_000),
             wap_retry_initial: Duration::from_millis(1_000),
@@ -298,6 +303,12 @@ impl EngineConfigBuilder {
         self
     }
 
+    /// `StateDatabaseCaFile`: the CA file (PEM) for TLS to PostgreSQL.
+    pub fn state_database_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.state_database_ca_file = Some(path.into());
+        self
+    }
+
     /// `UsageServiceBatchSize` (clamped to 1..=10000).
     pub fn batch_size(mut self, batch: u32) -> Self {
         self.config.batch_size = clamp_batch_size(batch);
@@ -354,6 +365,9 @@ impl EngineConfigBuilder {
             "subscriptionresponderenabled" => c.subscription_responder_enabled = boolean()?,
             "pricingresponderenabled" => c.pricing_responder_enabled = boolean()?,
             "statedatabaseurl" => c.state_database_url = v.to_owned(),
+            "statedatabasecafile" => {
+                c.state_database_ca_file = (!v.trim().is_empty()).then(|| std::path::PathBuf::from(v.trim()))
+            }
             "retrymaxattempts" => c.retry_max_attempts = u32::try_from(number()?).map_err(|_| err("too large"))?,
             "retrysleepmilliseconds" => c.retry_sleep = ms()?,
             "wapretryinitialmilliseconds" => c.wap_retry_initial = ms()?,

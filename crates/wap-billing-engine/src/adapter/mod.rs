@@ -327,7 +327,9 @@ impl AdapterBuilder {
         };
         let store = match self.store {
             Some(s) => s,
-            None => store::open(&config.state_database_url).await?,
+            None => {
+                store::open_with_ca_file(&config.state_database_url, config.state_database_ca_file.as_deref()).await?
+            }
         };
         let schema = store.schema_version().await?;
         tracing::info!(
