@@ -50,8 +50,9 @@ pub enum ConfigError {
     },
 }
 
-/// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default.
-#[derive(Debug, Clone, PartialEq)]
+/// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default. `Debug` shows
+/// the state database URL with its password replaced by `***`.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EngineConfig {
     /// `NotificationProcessorEnabled` (true).
@@ -114,6 +115,68 @@ pub struct EngineConfig {
     /// `AuditLogRetentionDays` (project key, 2557 ≈ 7 years; 0 keeps everything): audit entries older than this
     /// are deleted once a day by the leader.
     pub audit_log_retention: Option<Duration>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be forgotten here.
+        let EngineConfig {
+            notification_processor_enabled,
+            usage_processor_enabled,
+            subscription_responder_enabled,
+            pricing_responder_enabled,
+            state_database_url,
+            state_database_ca_file,
+            retry_max_attempts,
+            retry_sleep,
+            wap_retry_initial,
+            wap_retry_max,
+            dependency_wait_max,
+            lease_ttl,
+            initial_start_ids,
+            pending_approval_warn,
+            pending_approval_max_wait,
+            retention_warn,
+            sync_interval,
+            batch_size,
+            start_id_mode,
+            billing_system_expected_version,
+            allow_unexpected_billing_system_version,
+            election_mode,
+            instance_id,
+            handler_timeout,
+            processed_event_retention,
+            audit_log_retention,
+        } = self;
+        f.debug_struct("EngineConfig")
+            .field("notification_processor_enabled", notification_processor_enabled)
+            .field("usage_processor_enabled", usage_processor_enabled)
+            .field("subscription_responder_enabled", subscription_responder_enabled)
+            .field("pricing_responder_enabled", pricing_responder_enabled)
+            .field("state_database_url", &crate::store::redact_url(state_database_url))
+            .field("state_database_ca_file", state_database_ca_file)
+            .field("retry_max_attempts", retry_max_attempts)
+            .field("retry_sleep", retry_sleep)
+            .field("wap_retry_initial", wap_retry_initial)
+            .field("wap_retry_max", wap_retry_max)
+            .field("dependency_wait_max", dependency_wait_max)
+            .field("lease_ttl", lease_ttl)
+            .field("initial_start_ids", initial_start_ids)
+            .field("pending_approval_warn", pending_approval_warn)
+            .field("pending_approval_max_wait", pending_approval_max_wait)
+            .field("retention_warn", retention_warn)
+            .field("sync_interval", sync_interval)
+            .field("batch_size", batch_size)
+            .field("start_id_mode", start_id_mode)
+            .field("billing_system_expected_version", billing_system_expected_version)
+            .field("allow_unexpected_billing_system_version", allow_unexpected_billing_system_version)
+            .field("election_mode", election_mode)
+            .field("instance_id", instance_id)
+            .field("handler_timeout", handler_timeout)
+            .field("processed_event_retention", processed_event_retention)
+            .field("audit_log_retention", audit_log_retention)
+            .finish()
+    }
 }
 
 impl Default for EngineConfig {
