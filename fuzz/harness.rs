@@ -232,3 +232,65 @@ pub(crate) fn ledger(bytes: &[u8]) {
         }
     });
 }
+
+/// The statuses the RP server documents (`docs/protocol/resource-provider.md`).
+const RP_STATUSES: [u16; 11] = [200, 201, 202, 400, 401, 404, 405, 408, 413, 415, 500];
+
+/// The RP server's request handling ([`wap_resource_provider::RpApp::handle`], its usage endpoint over an
+/// in-memory ledger, Basic credentials): arbitrary method, path, headers and body. Fails when it panics or answers
+/// a status it does not document.
+pub(crate) fn rp_server(bytes: &[u8]) -> Option<u16> {
+    use wap_resource_provider::{EndpointAuth, RpServer, UsageLedger};
+    let credentials = wap_types::BasicCredentials::new("fuzzrp", "Fuzz-Secret-2");
+    let request = request_from(bytes, &credentials.header_value())?;
+    let app = RpServer::builder("backup")
+        .usage("/usage-base", EndpointAuth::basic(credentials), UsageLedger::in_memory())
+        .max_body_bytes(4096)
+        .build()
+        .expect("a valid RP server");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let status = runtime.block_on(app.handle(request)).status().as_u16();
+    assert!(RP_STATUSES.contains(&status), "undocumented status {status}");
+    Some(status)
+}
+
+/// The statuses the admin endpoint documents.
+const ADMIN_STATUSES: [u16; 9] = [200, 400, 401, 404, 405, 408, 409, 413, 503];
+
+/// The adapter's admin endpoint through its `tower::Service` (an adapter without processors over an in-memory
+/// SQLite state store, with admin credentials): arbitrary method, path, headers and body. Fails when it panics or
+/// answers a status it does not document.
+pub(crate) fn admin(bytes: &[u8]) -> Option<u16> {
+    use std::sync::OnceLock;
+    use tower::ServiceExt;
+    static ADMIN: OnceLock<(tokio::runtime::Runtime, wap_billing_engine::AdminService)> = OnceLock::new();
+    let credentials = wap_types::BasicCredentials::new("fuzzadmin", "Fuzz-Secret-3");
+    let request = request_from(bytes, &credentials.header_value())?;
+    let (runtime, service) = ADMIN.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+        let service = runtime.block_on(async {
+            let config = wap_billing_engine::EngineConfig::builder()
+                .state_database_url("sqlite::memory:")
+                .notification_processor_enabled(false)
+                .usage_processor_enabled(false)
+                .subscription_responder_enabled(false)
+                .build()
+                .expect("config");
+            let adapter = wap_billing_engine::Adapter::builder(config)
+                .admin_credentials(credentials.clone())
+                .admin_config(wap_billing_engine::AdminConfig::default().max_body_bytes(4096))
+                .start()
+                .await
+                .expect("adapter");
+            let service = adapter.admin_service();
+            // Kept running for the whole fuzz run.
+            std::mem::forget(adapter);
+            service
+        });
+        (runtime, service)
+    });
+    let response = runtime.block_on(service.clone().oneshot(request)).expect("infallible");
+    let status = response.status().as_u16();
+    assert!(ADMIN_STATUSES.contains(&status), "undocumented status {status}");
+    Some(status)
+}

@@ -172,6 +172,78 @@ proptest! {
     }
 }
 
+/// Requests to the RP server's usage endpoint and the admin endpoint as their entry points read them (see
+/// `harness::request_from`): byte 0 = method (0 POST, 1 GET) + 8 for the right credentials, the path, headers, body.
+fn server_seeds(which: &str) -> Vec<Vec<u8>> {
+    let seeds: &[(u8, &str, &str)] = match which {
+        "rp" => &[
+            (0x09, "usage-base/usage?lastID=0&batchSize=10", ""),
+            (0x09, "usage-base/usage?lastID=5&batchSize=1", ""),
+            (0x01, "usage-base/usage?lastID=0&batchSize=10", ""),
+            (0x08, "usage-base/usage", "{}"),
+        ],
+        _ => &[
+            (0x01, "health", ""),
+            (0x01, "status", ""),
+            (0x01, "metrics", ""),
+            (0x09, "operator/audit?limit=5", ""),
+            (0x08, "operator/usage/resume", r#"{"actor":"ana"}"#),
+            (0x08, "operator/usage/skip", r#"{"event_id":1,"reason":"x","actor":"ana"}"#),
+            (0x08, "operator/notification/skip", r#"{"event_id":1,"feed":"plans","reason":"x"}"#),
+            (0x08, "operator/usage/resolve", r#"{"resolution":"applied","reason":"x"}"#),
+        ],
+    };
+    seeds
+        .iter()
+        .map(|(control, path, body)| {
+            let mut seed = vec![*control];
+            seed.extend_from_slice(format!("{path}\ncontent-type: application/json\n\n{body}").as_bytes());
+            seed
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: (cases() / 4).max(1),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn rp_server_survives_mutated_requests(
+        pick in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+        mutations in prop::collection::vec(mutation(), 0..6),
+    ) {
+        let seeds = server_seeds("rp");
+        let input = apply(pick.get::<Vec<u8>>(&seeds), other.get::<Vec<u8>>(fixtures()), &mutations);
+        let _ = harness::rp_server(&input);
+    }
+
+    #[test]
+    fn admin_endpoint_survives_mutated_requests(
+        pick in any::<prop::sample::Index>(),
+        other in any::<prop::sample::Index>(),
+        mutations in prop::collection::vec(mutation(), 0..6),
+    ) {
+        let seeds = server_seeds("admin");
+        let input = apply(pick.get::<Vec<u8>>(&seeds), other.get::<Vec<u8>>(fixtures()), &mutations);
+        let _ = harness::admin(&input);
+    }
+}
+
+#[test]
+fn the_server_seeds_reach_their_handlers() {
+    let rp: Vec<Option<u16>> = server_seeds("rp").iter().map(|s| harness::rp_server(s)).collect();
+    assert_eq!(rp, vec![Some(200), Some(200), Some(401), Some(405)], "usage served, credentials checked");
+    let admin: Vec<Option<u16>> = server_seeds("admin").iter().map(|s| harness::admin(s)).collect();
+    // `/metrics` is 404 unless the engine's `metrics` feature is on in this build.
+    assert_eq!((admin[0], admin[1], admin[3]), (Some(200), Some(200), Some(200)), "{admin:?}");
+    assert!(matches!(admin[2], Some(200 | 404)), "{admin:?}");
+    assert!(admin[4..].iter().all(|s| *s == Some(409) || *s == Some(400)), "operator commands answered: {admin:?}");
+}
+
 #[test]
 fn the_responder_denies_every_unmutated_create_and_delete() {
     // create-subscription, delete-subscription, (update), create-addon, delete-addon: each asks the approver.

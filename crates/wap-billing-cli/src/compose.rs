@@ -58,7 +58,11 @@ impl StartError {
 pub fn engine_config(s: &Settings) -> Result<EngineConfig, StartError> {
     let e = &s.engine;
     let state = s.state.resolve().map_err(StartError::Setting)?;
-    let mut b = EngineConfig::builder()
+    let mut b = EngineConfig::builder();
+    if let Some(ca) = &s.state.ca_file {
+        b = b.state_database_ca_file(ca);
+    }
+    let mut b = b
         .notification_processor_enabled(e.notification_processor_enabled)
         .usage_processor_enabled(e.usage_processor_enabled)
         .subscription_responder_enabled(s.responder.enabled)

@@ -42,7 +42,7 @@ pub enum OpsError {
 /// Opens the state database the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>, OpsError> {
     let url = settings.state.resolve().map_err(OpsError::Setting)?;
-    Ok(store::open(url.expose()).await?)
+    Ok(store::open_with_ca_file(url.expose(), settings.state.ca_file.as_deref()).await?)
 }
 
 /// Who is acting: `--actor`, else `$USER@host`.

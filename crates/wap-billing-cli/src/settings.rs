@@ -287,6 +287,10 @@ pub struct StateSettings {
     pub url_env: Option<String>,
     /// A file holding the URL.
     pub url_file: Option<PathBuf>,
+    /// `StateDatabaseCaFile`: the CA file (PEM) the PostgreSQL server's certificate must be signed by
+    /// (`sslmode=verify-ca` / `verify-full` in the URL).
+    #[serde(alias = "StateDatabaseCaFile")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for StateSettings {
@@ -295,6 +299,7 @@ impl fmt::Debug for StateSettings {
             .field("url", &self.url.as_ref().map(|u| redact_url(u.expose())))
             .field("url_env", &self.url_env)
             .field("url_file", &self.url_file)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

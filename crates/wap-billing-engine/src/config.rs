@@ -50,8 +50,9 @@ pub enum ConfigError {
     },
 }
 
-/// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default.
-#[derive(Debug, Clone, PartialEq)]
+/// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default. `Debug` shows
+/// the state database URL with its password replaced by `***`.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EngineConfig {
     /// `NotificationProcessorEnabled` (true).
@@ -64,6 +65,10 @@ pub struct EngineConfig {
     pub pricing_responder_enabled: bool,
     /// `StateDatabaseUrl` (`sqlite://wap-billing-state.db`).
     pub state_database_url: String,
+    /// `StateDatabaseCaFile` (none): a PEM CA file the PostgreSQL server's certificate must be signed by
+    /// (`sslmode=verify-ca` / `verify-full` in the URL; `require` then checks it too). Takes precedence over the
+    /// URL's `sslrootcert`; without either, the system's roots are used.
+    pub state_database_ca_file: Option<std::path::PathBuf>,
     /// `RetryMaxAttempts` (5): billing-side attempts per event before the processor halts.
     pub retry_max_attempts: u32,
     /// `RetrySleepMilliseconds` (30 s): pause between billing-side attempts.
@@ -120,6 +125,68 @@ pub struct EngineConfig {
     pub lease_clock_skew: Duration,
 }
 
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be forgotten here.
+        let EngineConfig {
+            notification_processor_enabled,
+            usage_processor_enabled,
+            subscription_responder_enabled,
+            pricing_responder_enabled,
+            state_database_url,
+            state_database_ca_file,
+            retry_max_attempts,
+            retry_sleep,
+            wap_retry_initial,
+            wap_retry_max,
+            dependency_wait_max,
+            lease_ttl,
+            initial_start_ids,
+            pending_approval_warn,
+            pending_approval_max_wait,
+            retention_warn,
+            sync_interval,
+            batch_size,
+            start_id_mode,
+            billing_system_expected_version,
+            allow_unexpected_billing_system_version,
+            election_mode,
+            instance_id,
+            handler_timeout,
+            processed_event_retention,
+            audit_log_retention,
+        } = self;
+        f.debug_struct("EngineConfig")
+            .field("notification_processor_enabled", notification_processor_enabled)
+            .field("usage_processor_enabled", usage_processor_enabled)
+            .field("subscription_responder_enabled", subscription_responder_enabled)
+            .field("pricing_responder_enabled", pricing_responder_enabled)
+            .field("state_database_url", &crate::store::redact_url(state_database_url))
+            .field("state_database_ca_file", state_database_ca_file)
+            .field("retry_max_attempts", retry_max_attempts)
+            .field("retry_sleep", retry_sleep)
+            .field("wap_retry_initial", wap_retry_initial)
+            .field("wap_retry_max", wap_retry_max)
+            .field("dependency_wait_max", dependency_wait_max)
+            .field("lease_ttl", lease_ttl)
+            .field("initial_start_ids", initial_start_ids)
+            .field("pending_approval_warn", pending_approval_warn)
+            .field("pending_approval_max_wait", pending_approval_max_wait)
+            .field("retention_warn", retention_warn)
+            .field("sync_interval", sync_interval)
+            .field("batch_size", batch_size)
+            .field("start_id_mode", start_id_mode)
+            .field("billing_system_expected_version", billing_system_expected_version)
+            .field("allow_unexpected_billing_system_version", allow_unexpected_billing_system_version)
+            .field("election_mode", election_mode)
+            .field("instance_id", instance_id)
+            .field("handler_timeout", handler_timeout)
+            .field("processed_event_retention", processed_event_retention)
+            .field("audit_log_retention", audit_log_retention)
+            .finish()
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -128,6 +195,7 @@ impl Default for EngineConfig {
             subscription_responder_enabled: true,
             pricing_responder_enabled: false,
             state_database_url: "sqlite://wap-billing-state.db".to_owned(),
+            state_database_ca_file: None,
             retry_max_attempts: 5,
             retry_sleep: Duration::from_millis(30_000),
             wap_retry_initial: Duration::from_millis(1_000),
@@ -315,6 +383,12 @@ impl EngineConfigBuilder {
         self
     }
 
+    /// `StateDatabaseCaFile`: the CA file (PEM) for TLS to PostgreSQL.
+    pub fn state_database_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.state_database_ca_file = Some(path.into());
+        self
+    }
+
     /// `UsageServiceBatchSize` (clamped to 1..=10000).
     pub fn batch_size(mut self, batch: u32) -> Self {
         self.config.batch_size = clamp_batch_size(batch);
@@ -371,6 +445,9 @@ impl EngineConfigBuilder {
             "subscriptionresponderenabled" => c.subscription_responder_enabled = boolean()?,
             "pricingresponderenabled" => c.pricing_responder_enabled = boolean()?,
             "statedatabaseurl" => c.state_database_url = v.to_owned(),
+            "statedatabasecafile" => {
+                c.state_database_ca_file = (!v.trim().is_empty()).then(|| std::path::PathBuf::from(v.trim()))
+            }
             "retrymaxattempts" => c.retry_max_attempts = u32::try_from(number()?).map_err(|_| err("too large"))?,
             "retrysleepmilliseconds" => c.retry_sleep = ms()?,
             "wapretryinitialmilliseconds" => c.wap_retry_initial = ms()?,

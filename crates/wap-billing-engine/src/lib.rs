@@ -17,7 +17,9 @@ pub mod store;
 pub mod usage_lines;
 pub mod usage_service;
 
-pub use adapter::{Adapter, AdapterBuilder, AdapterError, AdapterStatus, Health, HealthState};
+pub use adapter::{
+    Adapter, AdapterBuilder, AdapterError, AdapterStatus, AdminConfig, AdminService, Health, HealthState,
+};
 pub use config::{ConfigError, ElectionMode, EngineConfig, EngineConfigBuilder};
 pub use handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler};
 pub use identity::{IdentityMap, StoreIdentityMap};

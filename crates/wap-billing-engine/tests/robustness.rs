@@ -789,8 +789,9 @@ async fn lease_renewals_go_on_while_the_processor_thread_is_busy() {
 // ---------- finding 5: lease renewals do not queue behind other store work (PostgreSQL) ----------
 
 #[tokio::test]
+#[cfg_attr(not(wap_billing_postgres_tests), ignore = "set WAP_BILLING_TEST_POSTGRES_URL")]
 async fn postgres_lease_renewals_do_not_wait_behind_a_blocked_data_operation() {
-    let Some(url) = postgres_url() else { return };
+    let url = postgres_url();
     let schema = fresh_schema("renewal_lane");
     let store: Arc<dyn StateStore> =
         Arc::new(wap_billing_engine::PostgresStore::connect_in_schema(&url, &schema).await.unwrap());

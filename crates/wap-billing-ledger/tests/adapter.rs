@@ -72,6 +72,18 @@ async fn json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
 }
 
+/// `GET path` until `done` holds (the admin endpoint answers from a snapshot refreshed every second), bounded.
+async fn json_when(addr: std::net::SocketAddr, path: &str, done: impl Fn(&Value) -> bool) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let (code, v) = json(addr, path).await;
+        if done(&v) || tokio::time::Instant::now() >= deadline {
+            return (code, v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn feed_json<'a>(status: &'a Value, feed: &str) -> &'a Value {
     status["processors"]
         .as_array()
@@ -138,7 +150,8 @@ async fn syncs_the_simulator_into_the_ledger_and_reports_it_over_http() {
 
     // Admin endpoint: status with lag 0, leaders, no halts; health ok.
     let admin = adapter.admin_addr().unwrap();
-    let (code, status) = json(admin, "/status").await;
+    let last = *sim.usage_ids().last().unwrap();
+    let (code, status) = json_when(admin, "/status", |s| feed_json(s, "usage")["committed"] == last).await;
     assert_eq!(code, 200);
     assert_eq!(status["instance_id"], "sync-1");
     assert_eq!(status["catching_up"], false);
@@ -280,7 +293,8 @@ async fn a_halt_is_reported_and_skipped_through_the_operator_endpoint() {
     assert_eq!(ledger.usage_count().await.unwrap(), sim.usage_ids().len() as u64 - 21, "all records before it");
 
     let admin = adapter.admin_addr().unwrap();
-    let (_, status) = json(admin, "/status").await;
+    let (_, status) =
+        json_when(admin, "/status", |s| s["halted_feeds"].as_array().is_some_and(|h| !h.is_empty())).await;
     let halted_feeds = status["halted_feeds"].as_array().unwrap();
     assert_eq!(halted_feeds.len(), 1, "{status}");
     assert_eq!(halted_feeds[0]["feed"], "usage");
@@ -524,7 +538,7 @@ async fn an_in_doubt_intent_is_resolved_through_the_operator_endpoint() {
     assert!(halt.error.contains(&calls[1].token), "the halt names the intent: {halt}");
 
     let admin = adapter.admin_addr().unwrap();
-    let (_, status) = json(admin, "/status").await;
+    let (_, status) = json_when(admin, "/status", |s| s["halted_feeds"][0]["reason"] == "in_doubt").await;
     assert_eq!(status["halted_feeds"][0]["reason"], "in_doubt", "{status}");
     let creds = admin_credentials();
     let path = "/operator/usage/resolve";

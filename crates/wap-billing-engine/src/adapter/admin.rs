@@ -12,39 +12,261 @@
 //!
 //! The operator paths exist only when admin credentials are configured, and need them (HTTP Basic; checked before
 //! the body is read; `401` + `WWW-Authenticate` otherwise). The actor recorded in the audit log is the `actor` of
-//! the body, or else the Basic user name. Bodies are limited to 16 KiB (`413`) and 10 s; errors are
-//! `{"error": "..."}` with `400`, `404`, `405`, `409` (not halted, or halted on another event than the one
-//! named) or `503` (state store).
+//! the body, or else the Basic user name. Bodies are read into one buffer bounded by
+//! [`AdminConfig::max_body_bytes`] (16 KiB: `413`, also for a larger `Content-Length` before any byte is read)
+//! under one deadline for the whole body ([`AdminConfig::body_read_timeout`], 10 s: `408`); errors are
+//! `{"error": "..."}` with `400`, `404`, `405`, `408`, `409` (not halted, or halted on another event than the one
+//! named), `413` or `503` (state store).
+//!
+//! `/health`, `/status` and `/metrics` are unauthenticated, so they never reach the state store per request: they
+//! answer from a [`AdapterStatus`](super::AdapterStatus) snapshot refreshed every
+//! [`AdminConfig::snapshot_interval`] (1 s) by one background task, and right after an operator command succeeds.
+//! A flood of them costs the shared state database nothing more.
+//!
+//! [`AdminService`] is the handler as a `tower::Service` (and a `hyper::service::Service`), to mount in a user's
+//! own server ([`Adapter::admin_service`](super::Adapter::admin_service)); [`AdapterBuilder::admin`](super::AdapterBuilder::admin)
+//! serves it on its own HTTP/1.1 listener with a header read timeout and a connection limit
+//! ([`AdminConfig::max_connections`]; a connection past it gets `503` + `Retry-After: 1` and is closed).
 
 use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::Full;
+use hyper::body::Body;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wap_types::{BasicCredentials, FeedKind};
 
-use super::report::halt_json;
+use super::report::{halt_json, AdapterStatus};
 use super::Shared;
 use crate::journal::InDoubtResolution;
 use crate::store::{HaltTarget, ProcessorKind, StoreError};
 
-const MAX_BODY: usize = 16 * 1024;
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const REALM: &str = "Basic realm=\"wap-billing-admin\"";
+/// How long a request waits for the first snapshot after the adapter started.
+const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
-type Reply = Response<Full<Bytes>>;
+/// Default [`AdminConfig::max_connections`].
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The admin endpoint's limits and snapshot interval (see [`AdapterBuilder::admin_config`](super::AdapterBuilder::admin_config)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// Connections served at once; one past it is answered `503` with `Retry-After: 1` and closed (default 64).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (default 10 s); also bounds idle keep-alive.
+    pub header_read_timeout: Duration,
+    /// Largest request body in bytes (default 16 KiB); more is `413`.
+    pub max_body_bytes: usize,
+    /// Deadline for a request's whole body (default 10 s); later is `408`.
+    pub body_read_timeout: Duration,
+    /// How often the status snapshot behind `/health`, `/status` and `/metrics` is refreshed from the state store
+    /// (default 1 s).
+    pub snapshot_interval: Duration,
+    /// How long a shutdown lets requests in flight finish (default 5 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 16 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            snapshot_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Sets [`AdminConfig::max_connections`] (at least 1).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// Sets [`AdminConfig::header_read_timeout`].
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`AdminConfig::max_body_bytes`].
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets [`AdminConfig::body_read_timeout`].
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`AdminConfig::snapshot_interval`] (at least 10 ms).
+    pub fn snapshot_interval(mut self, interval: Duration) -> Self {
+        self.snapshot_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets [`AdminConfig::shutdown_grace`].
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+}
+
+/// The status snapshot the unauthenticated routes answer from, refreshed by one task (started on first use).
+#[derive(Debug)]
+pub(crate) struct StatusSnapshot {
+    current: watch::Sender<Option<Arc<AdapterStatus>>>,
+    refresher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Default for StatusSnapshot {
+    fn default() -> Self {
+        StatusSnapshot { current: watch::Sender::new(None), refresher: Mutex::new(None) }
+    }
+}
+
+impl StatusSnapshot {
+    /// Starts the refresher (once): a status every `interval` while the adapter lives.
+    pub(crate) fn start(&self, shared: &Arc<Shared>, interval: Duration) {
+        let mut refresher = self.refresher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refresher.is_some() {
+            return;
+        }
+        let weak: Weak<Shared> = Arc::downgrade(shared);
+        *refresher = Some(tokio::spawn(async move {
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                let status = shared.status().await;
+                shared.admin_snapshot.current.send_replace(Some(Arc::new(status)));
+                drop(shared);
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+
+    /// Refreshes now (after an operator command, so its effect shows at once).
+    async fn refresh(&self, shared: &Shared) {
+        let status = shared.status().await;
+        self.current.send_replace(Some(Arc::new(status)));
+    }
+
+    /// The newest snapshot (waiting for the first one after a start).
+    async fn get(&self) -> Option<Arc<AdapterStatus>> {
+        let mut rx = self.current.subscribe();
+        let current = tokio::time::timeout(FIRST_SNAPSHOT_WAIT, rx.wait_for(Option::is_some)).await;
+        match current {
+            Ok(Ok(status)) => status.clone(),
+            _ => None,
+        }
+    }
+
+    /// Stops the refresher.
+    pub(crate) fn stop(&self) {
+        if let Some(task) = self.refresher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The admin endpoint as a `tower::Service` / `hyper::service::Service`, to mount in your own server (see the module
+/// documentation for the routes). Get it from [`Adapter::admin_service`](super::Adapter::admin_service); cheap to
+/// clone. Your server provides its own header timeout and connection limit; the service bounds bodies
+/// ([`AdminConfig::max_body_bytes`], [`AdminConfig::body_read_timeout`]).
+#[derive(Clone)]
+pub struct AdminService {
+    shared: Arc<Shared>,
+    credentials: Arc<Option<BasicCredentials>>,
+    config: Arc<AdminConfig>,
+}
+
+impl std::fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService")
+            .field("instance_id", &self.shared.config.instance_id)
+            .field("operator_routes", &self.credentials.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response type of [`AdminService`].
+pub type AdminResponse = Response<Full<Bytes>>;
+
+/// The future returned by [`AdminService`]'s `call`.
+pub type AdminFuture = Pin<Box<dyn Future<Output = Result<AdminResponse, Infallible>> + Send>>;
+
+impl AdminService {
+    pub(crate) fn new(shared: Arc<Shared>, credentials: Option<BasicCredentials>, config: AdminConfig) -> Self {
+        shared.admin_snapshot.start(&shared, config.snapshot_interval);
+        AdminService { shared, credentials: Arc::new(credentials), config: Arc::new(config) }
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, request: Request<B>) -> AdminResponse
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        handle(self, request).await
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for AdminService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Response = AdminResponse;
+    type Error = Infallible;
+    type Future = AdminFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        hyper::service::Service::call(self, request)
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for AdminService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Response = AdminResponse;
+    type Error = Infallible;
+    type Future = AdminFuture;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { Ok(handle(&service, request).await) })
+    }
+}
+
+type Reply = AdminResponse;
 
 /// A running admin server.
 #[derive(Debug)]
@@ -63,32 +285,26 @@ impl AdminServer {
     }
 }
 
-pub(crate) fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    credentials: Option<BasicCredentials>,
-) -> std::io::Result<AdminServer> {
+pub(crate) fn serve(listener: TcpListener, service: AdminService) -> std::io::Result<AdminServer> {
     let local_addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let credentials = Arc::new(credentials);
+    let config = Arc::clone(&service.config);
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
         let mut stopped = std::pin::pin!(stopped);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let shared = Arc::clone(&shared);
-                        let credentials = Arc::clone(&credentials);
-                        let service = hyper::service::service_fn(move |req| {
-                            let shared = Arc::clone(&shared);
-                            let credentials = Arc::clone(&credentials);
-                            async move { Ok::<_, Infallible>(handle(&shared, credentials.as_ref().as_ref(), req).await) }
-                        });
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    Ok((stream, peer)) => {
+                        if connections.len() >= config.max_connections.max(1) {
+                            tracing::warn!(%peer, limit = config.max_connections, "admin connection refused: at the connection limit");
+                            tokio::spawn(refuse_connection(stream, config.max_connections));
+                            continue;
+                        }
+                        let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
                         let conn = graceful.watch(conn);
                         connections.spawn(async move {
                             if let Err(e) = conn.await {
@@ -108,12 +324,42 @@ pub(crate) fn serve(
         drop(listener);
         tokio::select! {
             () = graceful.shutdown() => {}
-            () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+            () = tokio::time::sleep(config.shutdown_grace) => {}
         }
         connections.abort_all();
     });
     tracing::info!(%local_addr, "admin endpoint listening (health, status, metrics, operator)");
     Ok(AdminServer { local_addr, stop: Some(stop), task })
+}
+
+/// Answers a connection past [`AdminConfig::max_connections`]: `503` with `Retry-After: 1` and a JSON error body,
+/// then closes it after reading (and discarding) what the client already sent, so the answer is not lost to a
+/// reset. The whole exchange is bounded by one second and 64 KiB.
+async fn refuse_connection(mut stream: TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body =
+        json!({ "error": format!("the admin endpoint is serving its limit of {limit} connections; retry later") })
+            .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 fn reply(status: StatusCode, body: &Value) -> Reply {
@@ -142,7 +388,17 @@ fn store_error(e: &StoreError) -> Reply {
     }
 }
 
-async fn handle(shared: &Shared, credentials: Option<&BasicCredentials>, req: Request<Incoming>) -> Reply {
+fn no_snapshot() -> Reply {
+    error(StatusCode::SERVICE_UNAVAILABLE, "no status yet: the first snapshot of the state store is not taken")
+}
+
+async fn handle<B>(service: &AdminService, req: Request<B>) -> Reply
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let shared = &*service.shared;
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
@@ -150,19 +406,21 @@ async fn handle(shared: &Shared, credentials: Option<&BasicCredentials>, req: Re
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return method_not_allowed("GET");
             }
-            let health = shared.health().await;
-            let status = StatusCode::from_u16(health.http_status()).unwrap_or(StatusCode::OK);
-            reply(status, &health.to_json())
+            let Some(status) = shared.admin_snapshot.get().await else { return no_snapshot() };
+            let health = status.health(shared.shutting_down.load(std::sync::atomic::Ordering::Relaxed));
+            let code = StatusCode::from_u16(health.http_status()).unwrap_or(StatusCode::OK);
+            reply(code, &health.to_json())
         }
         ["status"] => {
             if req.method() != Method::GET {
                 return method_not_allowed("GET");
             }
-            reply(StatusCode::OK, &shared.status().await.to_json())
+            let Some(status) = shared.admin_snapshot.get().await else { return no_snapshot() };
+            reply(StatusCode::OK, &status.to_json())
         }
-        ["metrics"] => metrics(shared, &req).await,
+        ["metrics"] => metrics(shared, req.method()).await,
         ["operator", rest @ ..] => {
-            let Some(credentials) = credentials else {
+            let Some(credentials) = service.credentials.as_ref() else {
                 return error(
                     StatusCode::NOT_FOUND,
                     "operator endpoints are disabled (no admin credentials configured)",
@@ -175,37 +433,54 @@ async fn handle(shared: &Shared, credentials: Option<&BasicCredentials>, req: Re
                 return r;
             }
             let user = header.and_then(BasicCredentials::parse_header).map(|c| c.username).unwrap_or_default();
-            operator(shared, rest, user, req).await
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            let answer = operator(shared, &service.config, &rest, user, req).await;
+            if answer.status().is_success() && rest.last() != Some(&"audit") {
+                shared.admin_snapshot.refresh(shared).await;
+            }
+            answer
         }
         _ => error(StatusCode::NOT_FOUND, format!("no such path: {path}")),
     }
 }
 
 #[cfg(feature = "metrics")]
-async fn metrics(shared: &Shared, req: &Request<Incoming>) -> Reply {
-    if req.method() != Method::GET {
+async fn metrics(shared: &Shared, method: &Method) -> Reply {
+    if method != Method::GET {
         return method_not_allowed("GET");
     }
-    let text = super::metrics::render(&shared.status().await);
+    let Some(status) = shared.admin_snapshot.get().await else { return no_snapshot() };
+    let text = super::metrics::render(&status);
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(super::metrics::CONTENT_TYPE));
     r
 }
 
 #[cfg(not(feature = "metrics"))]
-async fn metrics(_shared: &Shared, _req: &Request<Incoming>) -> Reply {
+async fn metrics(_shared: &Shared, _method: &Method) -> Reply {
     error(StatusCode::NOT_FOUND, "metrics are not compiled in (enable the `metrics` feature)")
 }
 
-async fn read_json(req: Request<Incoming>) -> Result<Value, Reply> {
-    let body = Limited::new(req.into_body(), MAX_BODY);
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+async fn read_json<B>(config: &AdminConfig, req: Request<B>) -> Result<Value, Reply>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let limit = config.max_body_bytes;
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {limit} bytes"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // One buffer bounded by the limit whatever the chunking, under one deadline for the whole body.
+    let body = wap_types::body::read_bounded(req.into_body(), limit);
+    let bytes = match tokio::time::timeout(config.body_read_timeout, body).await {
         Err(_) => return Err(error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes")))
-        }
+        Ok(Err(wap_types::body::BodyReadError::TooLarge { .. })) => return Err(too_large()),
         Ok(Err(e)) => return Err(error(StatusCode::BAD_REQUEST, format!("request body unreadable: {e}"))),
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Ok(read)) => read.into_bytes(),
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
@@ -244,7 +519,12 @@ fn halt_target(body: &Value, kind: ProcessorKind) -> Result<Option<HaltTarget>, 
     Ok(Some(HaltTarget { feed, event_id }))
 }
 
-async fn operator(shared: &Shared, rest: &[&str], user: String, req: Request<Incoming>) -> Reply {
+async fn operator<B>(shared: &Shared, config: &AdminConfig, rest: &[&str], user: String, req: Request<B>) -> Reply
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     match rest {
         ["audit"] => {
             if req.method() != Method::GET {
@@ -290,7 +570,7 @@ async fn operator(shared: &Shared, rest: &[&str], user: String, req: Request<Inc
                 return method_not_allowed("POST");
             }
             let command = *command;
-            let body = match read_json(req).await {
+            let body = match read_json(config, req).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -336,7 +616,7 @@ async fn operator(shared: &Shared, rest: &[&str], user: String, req: Request<Inc
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            let body = match read_json(req).await {
+            let body = match read_json(config, req).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };

@@ -35,7 +35,8 @@ use wap_responder::{PricingResponder, Responder, ResponderServer, ServerConfig, 
 use wap_types::BasicCredentials;
 use wap_usage_client::{UsageClient, UsageClientBuilder};
 
-use self::admin::AdminServer;
+pub use self::admin::{AdminConfig, AdminFuture, AdminResponse, AdminService, DEFAULT_ADMIN_MAX_CONNECTIONS};
+use self::admin::{AdminServer, StatusSnapshot};
 use self::observe::{ObservedSource, SourceCounters};
 pub use self::report::{phase_name, AdapterStatus, FeedReport, Health, HealthState, ProcessorReport};
 use crate::config::{ConfigError, EngineConfig};
@@ -132,6 +133,7 @@ pub struct AdapterBuilder {
     responder: Option<ResponderSetup>,
     admin: Option<Listen>,
     admin_credentials: Option<BasicCredentials>,
+    admin_config: AdminConfig,
     billing_system_version: Option<String>,
     /// The Usage Service client's `MethodNumericOrdinals`, when the engine reads the feeds with one.
     method_numeric_ordinals: Option<bool>,
@@ -147,6 +149,7 @@ impl std::fmt::Debug for AdapterBuilder {
             .field("responder", &self.responder.is_some())
             .field("admin", &self.admin.is_some())
             .field("admin_credentials", &self.admin_credentials)
+            .field("admin_config", &self.admin_config)
             .finish_non_exhaustive()
     }
 }
@@ -268,6 +271,13 @@ impl AdapterBuilder {
         self
     }
 
+    /// The admin endpoint's limits (connections, body size and time, header timeout) and status snapshot interval;
+    /// also used by [`Adapter::admin_service`].
+    pub fn admin_config(mut self, config: AdminConfig) -> Self {
+        self.admin_config = config;
+        self
+    }
+
     /// Like [`AdapterBuilder::admin`] on an already bound listener.
     pub fn admin_listener(mut self, listener: TcpListener) -> Self {
         self.admin = Some(Listen::Bound(listener));
@@ -317,7 +327,9 @@ impl AdapterBuilder {
         };
         let store = match self.store {
             Some(s) => s,
-            None => store::open(&config.state_database_url).await?,
+            None => {
+                store::open_with_ca_file(&config.state_database_url, config.state_database_ca_file.as_deref()).await?
+            }
         };
         let schema = store.schema_version().await?;
         tracing::info!(
@@ -388,11 +400,13 @@ impl AdapterBuilder {
             counters,
             responder_endpoint,
             shutting_down: AtomicBool::new(false),
+            admin_snapshot: StatusSnapshot::default(),
         });
+        let admin_service = AdminServiceSetup { credentials: self.admin_credentials, config: self.admin_config };
         let admin = match admin_listener {
             Some(listener) => {
                 let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                match admin::serve(listener, Arc::clone(&shared), self.admin_credentials) {
+                match admin::serve(listener, admin_service.service(&shared)) {
                     Ok(server) => Some(server),
                     Err(source) => {
                         if let Some(r) = responder {
@@ -421,7 +435,20 @@ impl AdapterBuilder {
             admin = ?admin.as_ref().map(|a| a.local_addr),
             "adapter started"
         );
-        Ok(Adapter { shared, shutdown_tx, tasks, responder, admin })
+        Ok(Adapter { shared, shutdown_tx, tasks, responder, admin, admin_service })
+    }
+}
+
+/// What [`Adapter::admin_service`] builds the service from.
+#[derive(Debug, Clone)]
+struct AdminServiceSetup {
+    credentials: Option<BasicCredentials>,
+    config: AdminConfig,
+}
+
+impl AdminServiceSetup {
+    fn service(&self, shared: &Arc<Shared>) -> AdminService {
+        AdminService::new(Arc::clone(shared), self.credentials.clone(), self.config.clone())
     }
 }
 
@@ -440,6 +467,8 @@ pub(crate) struct Shared {
     counters: Arc<SourceCounters>,
     responder_endpoint: Option<String>,
     shutting_down: AtomicBool,
+    /// What `/health`, `/status` and `/metrics` answer from.
+    admin_snapshot: StatusSnapshot,
 }
 
 impl Shared {
@@ -586,6 +615,7 @@ pub struct Adapter {
     tasks: Vec<JoinHandle<()>>,
     responder: Option<ResponderServer>,
     admin: Option<AdminServer>,
+    admin_service: AdminServiceSetup,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -613,6 +643,7 @@ impl Adapter {
             responder: None,
             admin: None,
             admin_credentials: None,
+            admin_config: AdminConfig::default(),
             billing_system_version: None,
             method_numeric_ordinals: None,
         }
@@ -637,6 +668,14 @@ impl Adapter {
     /// The admin endpoint's address.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|a| a.local_addr)
+    }
+
+    /// The admin endpoint (health, status, metrics, operator routes with the
+    /// [`admin_credentials`](AdapterBuilder::admin_credentials)) as a `tower::Service`, to mount in your own HTTP
+    /// server, e.g. under a path prefix your router strips. It answers from the same status snapshot as the served
+    /// endpoint (whose refresher it starts if none runs yet).
+    pub fn admin_service(&self) -> AdminService {
+        self.admin_service.service(&self.shared)
     }
 
     /// The handle of a processor configured on this instance (status, wake, resume, skip).
@@ -780,6 +819,7 @@ impl Adapter {
         if let Some(admin) = self.admin.take() {
             admin.shutdown().await;
         }
+        self.shared.admin_snapshot.stop();
         tracing::warn!(instance = %self.shared.config.instance_id, "adapter aborted (leases not released)");
     }
 
@@ -802,6 +842,7 @@ impl Adapter {
         if let Some(admin) = self.admin.take() {
             admin.shutdown().await;
         }
+        self.shared.admin_snapshot.stop();
         tracing::info!(instance = %self.shared.config.instance_id, "adapter stopped");
     }
 }

@@ -25,7 +25,7 @@ mod types;
 mod url;
 
 #[cfg(feature = "postgres")]
-pub use self::postgres::PostgresStore;
+pub use self::postgres::{PostgresStore, SslMode};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -352,6 +352,17 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 /// for a private in-memory database) or `postgres://…` / `postgresql://…` (libpq URL syntax). The schema is
 /// created or upgraded before it returns.
 pub async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
+    open_with_ca_file(url, None).await
+}
+
+/// [`open`] with a CA file (PEM) for TLS to PostgreSQL (`sslmode=verify-ca` / `verify-full`; see
+/// `PostgresStore::connect_with_ca_file`); ignored for SQLite.
+pub async fn open_with_ca_file(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<dyn StateStore>, StoreError> {
+    #[cfg(not(feature = "postgres"))]
+    let _ = ca_file;
     match StateDatabaseUrl::parse(url)? {
         #[cfg(feature = "sqlite")]
         StateDatabaseUrl::Sqlite { path, sync } => {
@@ -362,7 +373,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn StateStore>, StoreError> {
             Err(StoreError::BackendNotEnabled { scheme: "sqlite".into(), feature: "sqlite" })
         }
         #[cfg(feature = "postgres")]
-        StateDatabaseUrl::Postgres { url } => Ok(Arc::new(PostgresStore::connect(&url).await?) as Arc<dyn StateStore>),
+        StateDatabaseUrl::Postgres { url } => {
+            Ok(Arc::new(PostgresStore::connect_with_ca_file(&url, ca_file).await?) as Arc<dyn StateStore>)
+        }
         #[cfg(not(feature = "postgres"))]
         StateDatabaseUrl::Postgres { .. } => {
             Err(StoreError::BackendNotEnabled { scheme: "postgres".into(), feature: "postgres" })

@@ -1,12 +1,13 @@
 //! The PostgreSQL state store (feature `postgres`).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, MutexGuard};
-use tokio_postgres::{Client, GenericClient, NoTls, Row, Transaction};
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
 use wap_types::FeedKind;
 
 use crate::journal::{InDoubtResolution, Intent};
@@ -19,6 +20,9 @@ use super::{
 };
 
 mod journal;
+mod tls;
+
+pub use self::tls::SslMode;
 
 const BACKEND: &str = "postgres";
 
@@ -83,13 +87,19 @@ const MIGRATION_LOCK: i64 = 0x5741_505f_4249_4c4c; // "WAP_BILL"
 pub struct PostgresStore {
     url: String,
     schema: Option<String>,
+    /// The CA file for `sslmode=verify-ca` / `verify-full` (else the URL's `sslrootcert`, else the system's roots).
+    ca_file: Option<PathBuf>,
     data: Mutex<Option<Client>>,
     lease: Mutex<Option<Client>>,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore").field("url", &redact_url(&self.url)).field("schema", &self.schema).finish()
+        f.debug_struct("PostgresStore")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("ca_file", &self.ca_file)
+            .finish()
     }
 }
 
@@ -139,8 +149,18 @@ impl PostgresStore {
     /// Connects to `url` (libpq URL syntax, e.g. `postgres://billing:secret@db:5432/wap_billing`) and brings the
     /// schema up to date. Tables go into the connection's default schema (`options=-csearch_path%3D…` in the URL
     /// changes it).
+    ///
+    /// TLS follows the URL's `sslmode` (`disable`, `prefer` — the default —, `require`, `verify-ca`, `verify-full`)
+    /// and `sslrootcert` (a PEM CA file), through rustls; see [`SslMode`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::open(url, None).await
+        Self::open(url, None, None).await
+    }
+
+    /// Like [`PostgresStore::connect`], with a CA file (PEM) that the server's certificate must be signed by under
+    /// `sslmode=verify-ca` / `verify-full` (and `require`, as libpq does); it takes precedence over the URL's
+    /// `sslrootcert`.
+    pub async fn connect_with_ca_file(url: &str, ca_file: Option<&Path>) -> Result<Self, StoreError> {
+        Self::open(url, None, ca_file.map(Path::to_path_buf)).await
     }
 
     /// Connects and keeps every table in `schema` (created if missing; `[A-Za-z_][A-Za-z0-9_]*`), so that several
@@ -152,14 +172,33 @@ impl PostgresStore {
                 reason: format!("schema name {schema:?} must match [A-Za-z_][A-Za-z0-9_]* (at most 63 characters)"),
             });
         }
-        Self::open(url, Some(schema.to_owned())).await
+        Self::open(url, Some(schema.to_owned()), None).await
     }
 
-    async fn open(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
-        // Reject a malformed URL up front with a clear message (no password in it).
-        url.parse::<tokio_postgres::Config>()
+    /// [`PostgresStore::connect_in_schema`] with a CA file (see [`PostgresStore::connect_with_ca_file`]).
+    pub async fn connect_in_schema_with_ca_file(
+        url: &str,
+        schema: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, StoreError> {
+        if !valid_schema_name(schema) {
+            return Err(StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: format!("schema name {schema:?} must match [A-Za-z_][A-Za-z0-9_]* (at most 63 characters)"),
+            });
+        }
+        Self::open(url, Some(schema.to_owned()), ca_file.map(Path::to_path_buf)).await
+    }
+
+    async fn open(url: &str, schema: Option<String>, ca_file: Option<PathBuf>) -> Result<Self, StoreError> {
+        // Reject a malformed URL (or TLS setting) up front with a clear message (no password in it).
+        let tls = tls::split_tls(url)?;
+        tls.url
+            .parse::<tokio_postgres::Config>()
             .map_err(|e| StoreError::InvalidUrl { url: redact_url(url), reason: e.to_string() })?;
-        let store = PostgresStore { url: url.to_owned(), schema, data: Mutex::new(None), lease: Mutex::new(None) };
+        tls.connector(ca_file.as_deref())?;
+        let store =
+            PostgresStore { url: url.to_owned(), schema, ca_file, data: Mutex::new(None), lease: Mutex::new(None) };
         {
             let mut guard = store.client(&store.data).await?;
             let client = guard.as_mut().expect("connected");
@@ -174,9 +213,11 @@ impl PostgresStore {
     }
 
     async fn connect_client(&self) -> Result<Client, StoreError> {
-        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e: tokio_postgres::Error| {
+        let tls = tls::split_tls(&self.url)?;
+        let mut config: tokio_postgres::Config = tls.url.parse().map_err(|e: tokio_postgres::Error| {
             StoreError::InvalidUrl { url: redact_url(&self.url), reason: e.to_string() }
         })?;
+        config.ssl_mode(tls.postgres_mode());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -190,7 +231,9 @@ impl PostgresStore {
             config.keepalives_retries(3);
         }
         let own_timeout = config.get_options().is_some_and(|o| o.contains("statement_timeout"));
-        let (client, connection) = config.connect(NoTls).await?;
+        let connector = tls.connector(self.ca_file.as_deref())?;
+        let (client, connection) =
+            config.connect(connector).await.map_err(|e| tls::tls_failure(&e, tls.mode).unwrap_or_else(|| db_err(e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "state database connection closed");

@@ -16,7 +16,8 @@ pub enum SqliteSync {
 }
 
 /// A parsed `StateDatabaseUrl` (docs/protocol/adapter-engine.md §10; default `sqlite://wap-billing-state.db`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows a PostgreSQL URL with its password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StateDatabaseUrl {
     /// `sqlite://path[?synchronous=full|normal]`: `sqlite://state.db` is relative to the working directory,
     /// `sqlite:///var/lib/wap/state.db` absolute; `sqlite::memory:` is a private in-memory database (tests).
@@ -31,6 +32,17 @@ pub enum StateDatabaseUrl {
         /// The URL.
         url: String,
     },
+}
+
+impl std::fmt::Debug for StateDatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateDatabaseUrl::Sqlite { path, sync } => {
+                f.debug_struct("Sqlite").field("path", path).field("sync", sync).finish()
+            }
+            StateDatabaseUrl::Postgres { url } => f.debug_struct("Postgres").field("url", &redact_url(url)).finish(),
+        }
+    }
 }
 
 impl StateDatabaseUrl {
@@ -79,7 +91,12 @@ pub fn redact_url(url: &str) -> String {
         return url.to_owned();
     };
     let after = &url[scheme_end + 3..];
-    let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    // The user info ends at the last `@` before the query: a password may hold an unencoded `/`.
+    let query_start = after.find(['?', '#']).unwrap_or(after.len());
+    let authority_end = match after[..query_start].rfind('@') {
+        Some(at) => at + 1 + after[at + 1..query_start].find('/').unwrap_or(query_start - at - 1),
+        None => after.find(['/', '?', '#']).unwrap_or(after.len()),
+    };
     let authority = &after[..authority_end];
     let mut out = url.to_owned();
     if let Some(at) = authority.rfind('@') {
@@ -158,6 +175,9 @@ mod tests {
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("postgres://u:pw@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact_url("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
+        let parsed = StateDatabaseUrl::parse("postgres://u:pa/ss@h/db").unwrap();
+        assert!(!format!("{parsed:?}").contains("pa/ss"), "{parsed:?}");
         assert_eq!(redact_url("postgres://u@h/db?password=pw&x=1"), "postgres://u@h/db?password=***&x=1");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("sqlite://state.db"), "sqlite://state.db");
