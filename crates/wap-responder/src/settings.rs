@@ -25,8 +25,8 @@ use wap_types::{BasicCredentials, PriceEncoding, Secret, SecretSource, SettingPr
 
 use crate::{FailureMode, ResponderConfig, UnknownPriceStatus};
 
-/// The responder's settings (the `[responder]` section), with the spec's defaults (docs/protocol/approval-and-pricing.md
-/// §5). The password is given by exactly one of `password`, `password_env` or `password_file`.
+/// The responder's settings (the `[responder]` section), with the spec's defaults
+/// (docs/protocol/approval-and-pricing.md §5). The password is given by exactly one of `password`, `password_env` or `password_file`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
