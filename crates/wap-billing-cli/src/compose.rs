@@ -1,14 +1,13 @@
 //! From [`Settings`] to a running [`Adapter`]: the usage client, the state store, the billing system, the
 //! responder and the admin endpoint.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wap_billing_engine::{Adapter, AdapterError, ElectionMode, EngineConfig};
+use wap_billing_engine::{Adapter, AdapterError, EngineConfig};
 use wap_billing_ledger::SqliteLedger;
-use wap_responder::{FailureMode, Responder, ResponderConfig, ServerConfig};
-use wap_types::{BasicCredentials, FeedKind, StartIdMode};
+use wap_responder::{Responder, ResponderConfig, ServerConfig};
+use wap_types::{FeedKind, StartIdMode};
 use wap_usage_client::UsageClient;
 
 use crate::settings::{redact_url, Problem, Settings};
@@ -54,107 +53,41 @@ impl StartError {
     }
 }
 
-/// The engine's settings from the `[engine]`, `[state]`, `[usage_service]`, `[responder]` and `[billing]` sections.
+/// The engine's settings: `[engine]` through [`EngineSettings::config_builder`](crate::settings::EngineSettings),
+/// plus what `[state]`, `[usage_service]`, `[responder]` and `[billing]` hold.
 pub fn engine_config(s: &Settings) -> Result<EngineConfig, StartError> {
-    let e = &s.engine;
-    let state = s.state.resolve().map_err(StartError::Setting)?;
-    let mut b = EngineConfig::builder();
+    let state = s.state.resolve("state").map_err(StartError::Setting)?;
+    let mut b = s.engine.config_builder("engine").map_err(StartError::Setting)?;
     if let Some(ca) = &s.state.ca_file {
         b = b.state_database_ca_file(ca);
     }
     let mut b = b
-        .notification_processor_enabled(e.notification_processor_enabled)
-        .usage_processor_enabled(e.usage_processor_enabled)
         .subscription_responder_enabled(s.responder.enabled)
         .pricing_responder_enabled(s.responder.pricing_enabled)
         .state_database_url(state.expose())
-        .retry_max_attempts(e.retry_max_attempts)
-        .retry_sleep(Duration::from_millis(e.retry_sleep_ms))
-        .wap_retry_initial(Duration::from_millis(e.wap_retry_initial_ms))
-        .wap_retry_max(Duration::from_millis(e.wap_retry_max_ms))
-        .dependency_wait_max(Duration::from_secs(e.dependency_wait_max_seconds))
-        .lease_ttl(Duration::from_millis(e.lease_ttl_ms))
-        .pending_approval_warn(Duration::from_secs(e.pending_approval_warn_seconds))
-        .pending_approval_max_wait(Duration::from_secs(e.pending_approval_max_wait_seconds))
-        .retention_warn(Duration::from_secs(e.retention_warn_days.saturating_mul(86_400)))
-        .sync_interval(Duration::from_millis(e.sync_interval_ms))
         .batch_size(s.usage_service.batch_size)
         .start_id_mode(if s.usage_service.start_id_inclusive { StartIdMode::Inclusive } else { StartIdMode::Exclusive })
-        .allow_unexpected_billing_system_version(s.billing.allow_unexpected_version)
-        .election_mode(match e.leader_election_mode.to_ascii_lowercase().as_str() {
-            "elect" => ElectionMode::Elect,
-            _ => ElectionMode::SingleInstance,
-        });
-    for feed in FeedKind::ALL {
-        b = b.initial_start_id(feed, e.initial_start_id);
-    }
-    for (name, start) in &e.initial_start_ids {
-        if let Some(feed) = FeedKind::from_name(name) {
-            b = b.initial_start_id(feed, *start);
-        }
-    }
+        .allow_unexpected_billing_system_version(s.billing.allow_unexpected_version);
     if let Some(v) = &s.billing.expected_version {
         b = b.billing_system_expected_version(v);
-    }
-    if let Some(id) = &e.instance_id {
-        b = b.instance_id(id);
     }
     b.build().map_err(|err| StartError::Adapter { key: "engine", message: err.to_string() })
 }
 
-/// The Usage Service client from `[usage_service]`.
+/// The Usage Service client from `[usage_service]`, through
+/// [`UsageServiceSettings::client_builder`](crate::settings::UsageServiceSettings).
 pub fn usage_client(s: &Settings) -> Result<UsageClient, StartError> {
-    let u = &s.usage_service;
-    let endpoint = u.endpoint.clone().ok_or_else(|| {
-        StartError::Setting(Problem {
-            path: "usage_service.endpoint".into(),
-            expected: "a URL".into(),
-            found: "nothing".into(),
-        })
-    })?;
-    let password = u.secret().resolve("usage_service").map_err(StartError::Setting)?.unwrap_or_default();
-    let mut b = UsageClient::builder()
-        .base_url(&endpoint)
-        .credentials(u.username.clone().unwrap_or_default(), password)
-        .batch_size(u.batch_size)
-        .start_id_inclusive(u.start_id_inclusive)
-        .method_numeric_ordinals(u.method_numeric_ordinals)
-        .timeout(Duration::from_secs(u.timeout_seconds))
-        .disable_ssl_verification(u.disable_ssl_verification);
-    if let Some(ca) = &u.ca_file {
-        b = b.ca_file(ca.clone());
-    }
-    if let Some(pin) = &u.pinned_cert_sha256 {
-        b = b.pinned_certificate_sha256_hex(pin);
-    }
-    b.build().map_err(|e| StartError::Adapter { key: "usage_service", message: format!("Usage Service client: {e}") })
+    let builder = s.usage_service.client_builder("usage_service").map_err(StartError::Setting)?;
+    builder
+        .build()
+        .map_err(|e| StartError::Adapter { key: "usage_service", message: format!("Usage Service client: {e}") })
 }
 
 fn responder_config(s: &Settings) -> Result<ResponderConfig, StartError> {
-    let r = &s.responder;
-    let mut config = if r.authentication.eq_ignore_ascii_case("none") {
-        ResponderConfig::without_authentication()
-    } else {
-        let password = r.secret().resolve("responder").map_err(StartError::Setting)?.unwrap_or_default();
-        ResponderConfig::basic(BasicCredentials::new(r.username.clone().unwrap_or_default(), password.expose()))
-    };
-    config = config
-        .base_path(r.base_path.clone())
-        .decision_budget(Duration::from_millis(r.approval_time_budget_ms))
-        .failure_mode(if r.approval_failure_mode.eq_ignore_ascii_case("approve") {
-            FailureMode::Approve
-        } else {
-            FailureMode::Deny
-        });
-    config.approval_enabled = r.enabled;
-    config.pricing_enabled = r.pricing_enabled;
+    let mut config = s.responder.to_config("responder").map_err(StartError::Setting)?;
+    // One setting for both sides: the engine's client and the responder read `Method` alike.
+    config.method_numeric_ordinals = s.usage_service.method_numeric_ordinals || s.responder.method_numeric_ordinals;
     Ok(config)
-}
-
-fn addr(value: &str, key: &str) -> Result<SocketAddr, StartError> {
-    value.parse().map_err(|_| {
-        StartError::Setting(Problem { path: key.into(), expected: "HOST:PORT".into(), found: format!("{value:?}") })
-    })
 }
 
 /// Asks WAP's Usage Service for one plan event, to catch wrong credentials, a wrong address or an untrusted
@@ -211,17 +144,14 @@ pub async fn start(s: &Settings) -> Result<Running, StartError> {
         .billing_system(Arc::clone(&ledger))
         .billing_system_version(ledger.version());
     if s.responder.enabled {
-        let listen = addr(&s.responder.listen, "responder.listen")?;
+        let listen = s.responder.listen_addr("responder").map_err(StartError::Setting)?;
         let responder = Responder::with_pricing(ledger.approver(), Arc::clone(&ledger), responder_config(s)?);
         builder = builder.responder(listen, responder, ServerConfig::default());
     }
     if s.admin.enabled {
-        builder = builder.admin(addr(&s.admin.listen, "admin.listen")?);
-        if let Some(password) = s.admin.secret().resolve("admin").map_err(StartError::Setting)? {
-            builder = builder.admin_credentials(BasicCredentials::new(
-                s.admin.username.clone().unwrap_or_default(),
-                password.expose(),
-            ));
+        builder = builder.admin(s.admin.listen_addr("admin").map_err(StartError::Setting)?);
+        if let Some(credentials) = s.admin.credentials("admin").map_err(StartError::Setting)? {
+            builder = builder.admin_credentials(credentials);
         }
     }
     let adapter = builder.start().await.map_err(StartError::adapter)?;

@@ -46,7 +46,10 @@ pub struct ExportOptions {
     pub poll_interval: Duration,
     /// Stop after this many records (for tests and samples); `None` = no limit.
     pub limit: Option<u64>,
-    /// Show a progress bar on stderr (only when stderr is a terminal).
+    /// Stop after this `EventId` (a backfill slice): with it, or with `limit`, the end is known and the progress
+    /// bar shows an ETA.
+    pub until_id: Option<i64>,
+    /// Show a progress bar on stderr (only when stderr is a terminal: piped, nothing is drawn).
     pub progress: bool,
 }
 
@@ -210,15 +213,8 @@ where
     if csv_header_needed {
         sink.write_all(csv_header(F::KIND).as_bytes())?;
     }
-    let progress = (options.progress && io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {human_pos} records  {per_sec}  {msg}")
-                .expect("a valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    });
+    let first = next;
+    let progress = (options.progress && io::stderr().is_terminal()).then(|| progress_bar(options, first));
     let feed = client.feed::<F>();
     let mut written = 0u64;
     let started = Instant::now();
@@ -227,7 +223,7 @@ where
         let mut text = String::new();
         let mut stop = false;
         for item in &page.items {
-            if options.limit.is_some_and(|l| written >= l) {
+            if options.limit.is_some_and(|l| written >= l) || options.until_id.is_some_and(|u| item.event_id() > u) {
                 stop = true;
                 break;
             }
@@ -257,10 +253,14 @@ where
             write_cursor(path, &cursor)?;
         }
         if let Some(bar) = &progress {
-            bar.set_position(written);
-            bar.set_message(format!("startId {next}"));
+            match (options.limit, options.until_id) {
+                (None, Some(_)) => bar.set_position(u64::try_from(next - first).unwrap_or(0)),
+                _ => bar.set_position(written),
+            }
+            bar.set_message(format!("{written} records, startId {next}"));
         }
-        if stop || options.limit.is_some_and(|l| written >= l) {
+        let reached_until = options.until_id.is_some_and(|u| next > u);
+        if stop || reached_until || options.limit.is_some_and(|l| written >= l) {
             break;
         }
         if page.caught_up {
@@ -274,6 +274,25 @@ where
         bar.finish_with_message(format!("done in {:.1?}, next startId {next}", started.elapsed()));
     }
     Ok(ExportSummary { records: written, next_start: next })
+}
+
+/// The progress bar: with `--limit` a bar of records, with `--until-id` a bar of the id range (both with a rate
+/// and an ETA); otherwise a spinner with the count and rate (the end of a feed is not known in advance).
+fn progress_bar(options: &ExportOptions, first: i64) -> indicatif::ProgressBar {
+    let (bar, template) = match (options.limit, options.until_id) {
+        (Some(limit), _) => (
+            indicatif::ProgressBar::new(limit),
+            "{bar:30} {human_pos}/{human_len} records  {per_sec}  ETA {eta}  {msg}",
+        ),
+        (None, Some(until)) => (
+            indicatif::ProgressBar::new(u64::try_from(until - first + 1).unwrap_or(0)),
+            "{bar:30} {percent}% of the id range  ETA {eta}  {msg}",
+        ),
+        (None, None) => (indicatif::ProgressBar::new_spinner(), "{spinner} {human_pos} records  {per_sec}  {msg}"),
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 const USAGE_COLUMNS: [&str; 9] = [

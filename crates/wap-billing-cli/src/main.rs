@@ -45,8 +45,12 @@ enum Command {
     },
     /// The whole flow on loopback with nothing installed: a simulated WAP, the adapter, the reference ledger.
     Demo,
-    /// Per processor its leader, lease and halt; per feed its cursor, last poll and hold.
+    /// Per processor its leader, lease, halt and in-doubt intent; per feed its cursor, lag behind WAP, last poll
+    /// and hold.
     Status {
+        /// Do not ask WAP's Usage Service how far behind each feed is (state database only).
+        #[arg(long)]
+        no_wap: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -80,7 +84,20 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// The audit log: resumes, skips, mapping changes.
+    /// Resolve the in-doubt intent a processor halted on, after checking the billing system by hand (audited).
+    Resolve {
+        /// `notification` or `usage`.
+        processor: String,
+        /// `applied` (the billing system holds it: commit it), `send-again`, or `skip` (never bill it).
+        #[arg(long = "as", value_name = "RESOLUTION")]
+        resolution: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The audit log: resumes, skips, resolutions, mapping changes.
     Audit {
         /// How many of the newest entries.
         #[arg(long, default_value_t = 50)]
@@ -144,6 +161,9 @@ struct ExportArgs {
     /// Stop after this many records.
     #[arg(long)]
     limit: Option<u64>,
+    /// Stop after this EventId (export a slice; with it or --limit the progress bar shows an ETA).
+    #[arg(long)]
+    until_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -233,10 +253,16 @@ fn print_value(json: bool, value: &serde_json::Value, text: impl FnOnce(&serde_j
 
 async fn operate(command: Command) -> Result<(), ops::OpsError> {
     match command {
-        Command::Status { common } => {
+        Command::Status { no_wap, common } => {
             let settings = state_settings(&common.config)?;
             let store = ops::open_store(&settings).await?;
-            let status = ops::status(&store).await?;
+            // The lag probe needs valid `[usage_service]` settings; without them the status is the database's.
+            let wap = if no_wap {
+                None
+            } else {
+                settings.usage_service.client_builder("usage_service").ok().and_then(|b| b.build().ok())
+            };
+            let status = ops::status(&store, wap.as_ref()).await?;
             print_value(common.json, &status, ops::status_text);
             Ok(())
         }
@@ -267,6 +293,21 @@ async fn operate(command: Command) -> Result<(), ops::OpsError> {
                     v["skipped"]["event_id"],
                     v["skipped"]["last_event_id"],
                     reason.trim()
+                )
+            });
+            Ok(())
+        }
+        Command::Resolve { processor, resolution, reason, common } => {
+            let settings = state_settings(&common.config)?;
+            let store = ops::open_store(&settings).await?;
+            let done =
+                ops::resolve(&store, &processor, &resolution, &ops::actor(common.actor.as_deref()), &reason).await?;
+            print_value(common.json, &done, |v| {
+                format!(
+                    "resolved {} intent {} as {}\n",
+                    processor,
+                    v["resolved"]["token"].as_str().unwrap_or("?"),
+                    v["resolution"].as_str().unwrap_or("?")
                 )
             });
             Ok(())
@@ -337,10 +378,14 @@ async fn export_feed(feed: &str, args: ExportArgs, follow: bool) -> Result<(), o
         follow,
         poll_interval: std::time::Duration::from_millis(settings.engine.sync_interval_ms.clamp(200, 60_000)),
         limit: args.limit,
+        until_id: args.until_id,
         progress: true,
     };
     let summary = export::export(&client, &options).await.map_err(|e| ops::OpsError::Usage(e.to_string()))?;
-    eprintln!("{} record(s); next startId {}", summary.records, summary.next_start);
+    // Quiet when piped: the summary, like the bar, is for a person at a terminal (the cursor file is the record).
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{} record(s); next startId {}", summary.records, summary.next_start);
+    }
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Operator commands against the state database: `status`, `resume`, `skip`, `audit`, `mappings`.
+//! Operator commands against the state database: `status`, `resume`, `skip`, `resolve`, `audit`, `mappings`.
 //!
 //! They open the state database named by the settings (`[state]`), so they work whether or not the adapter is
 //! running, and on any instance of a fleet sharing one PostgreSQL. Every change is written to the audit log with
@@ -10,8 +10,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::{json, Value};
 use wap_billing_engine::store::{self, HaltTarget, IdentityKind, ProcessorKind, StateStore, StoreError};
-use wap_billing_engine::Operator;
+use wap_billing_engine::{InDoubtResolution, Operator};
 use wap_types::FeedKind;
+use wap_usage_client::UsageClient;
 
 use crate::settings::{Problem, Settings};
 
@@ -41,7 +42,7 @@ pub enum OpsError {
 
 /// Opens the state database the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>, OpsError> {
-    let url = settings.state.resolve().map_err(OpsError::Setting)?;
+    let url = settings.state.resolve("state").map_err(OpsError::Setting)?;
     Ok(store::open_with_ca_file(url.expose(), settings.state.ca_file.as_deref()).await?)
 }
 
@@ -82,30 +83,98 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-/// `status`: per processor its lease and halt, per feed its cursor, last poll and hold.
-pub async fn status(store: &Arc<dyn StateStore>) -> Result<Value, OpsError> {
+/// How many items one lag probe asks WAP for, per feed.
+pub const LAG_PROBE_BATCH: u32 = 1_000;
+
+/// What WAP holds after a feed's cursor: one page of up to [`LAG_PROBE_BATCH`] items asked from the cursor on.
+async fn probe_lag(client: &UsageClient, feed: FeedKind, committed: Option<i64>, start: i64) -> Result<Value, String> {
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        client.raw_page(feed, wap_types::StartId::new(start), LAG_PROBE_BATCH),
+    )
+    .await
+    .map_err(|_| "the Usage Service did not answer within 15 s".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let items: Vec<Value> = if body.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| format!("not a page: {e}"))?
+    };
+    let id = |v: &Value| member(v, "EventId").and_then(Value::as_i64);
+    // Only what lies after the cursor (WAP may repeat the cursor's own item).
+    let mut pending: Vec<&Value> =
+        items.iter().filter(|v| id(v).is_some_and(|i| committed.is_none_or(|c| i > c))).collect();
+    pending.sort_by_key(|v| id(v));
+    let newest_seen = pending.last().and_then(|v| id(v)).or(committed);
+    let oldest_at = pending.first().and_then(|v| {
+        let field = if feed == FeedKind::Usage { "EndTime" } else { "NotificationEventTimeCreated" };
+        member(v, field).cloned().and_then(|t| serde_json::from_value::<wap_types::WapDateTime>(t).ok())
+    });
+    let now = Utc::now();
+    Ok(json!({
+        "pending": pending.len(),
+        "pending_at_least": items.len() >= LAG_PROBE_BATCH as usize,
+        "newest_seen_event_id": newest_seen,
+        "lag_event_ids": match (newest_seen, committed) { (Some(n), Some(c)) => Some(n - c), (Some(n), None) => Some(n), _ => None },
+        "oldest_pending_at": oldest_at.map(|t| t.to_utc().to_rfc3339()),
+        "oldest_pending_age_seconds": oldest_at.map(|t| (now - t.to_utc()).num_seconds().max(0)),
+    }))
+}
+
+fn member<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+    value.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+/// `status`: per processor its leader and lease, its halt and its open (in-doubt) intent with the error; per feed
+/// its cursor, last poll, hold and — when `wap` is given — its lag behind WAP: how many items WAP holds after the
+/// cursor (one probe page), the newest id seen and the age of the oldest pending item.
+pub async fn status(store: &Arc<dyn StateStore>, wap: Option<&UsageClient>) -> Result<Value, OpsError> {
     let mut processors = Vec::new();
+    let mut wap_error: Option<String> = None;
     for p in ProcessorKind::ALL {
         let lease = store.lease(p).await?;
         let halt = store.halt(p).await?;
+        let intent = store.intent(p).await?;
         let mut feeds = Vec::new();
+        let now = Utc::now();
         for feed in p.feeds() {
             let c = store.cursor(*feed).await?;
+            let lag = match (wap, &wap_error) {
+                (Some(client), None) => {
+                    let start = match (c.last_event_id, client.start_id_mode()) {
+                        (Some(id), wap_types::StartIdMode::Inclusive) => id.saturating_add(1),
+                        (Some(id), wap_types::StartIdMode::Exclusive) => id,
+                        (None, _) => 0,
+                    };
+                    match probe_lag(client, *feed, c.last_event_id, start).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            wap_error = Some(e.clone());
+                            json!({"error": e})
+                        }
+                    }
+                }
+                (Some(_), Some(e)) => json!({"error": e}),
+                (None, _) => Value::Null,
+            };
             feeds.push(json!({
                 "feed": feed.to_string(),
                 "last_event_id": c.last_event_id,
                 "last_poll_at": c.last_poll_at.map(|t| t.to_rfc3339()),
+                "last_poll_age_seconds": c.last_poll_at.map(|t| (now - t).num_seconds().max(0)),
                 "held_event_id": c.hold.map(|h| h.event_id),
                 "held_since": c.hold.map(|h| h.since.to_rfc3339()),
+                "lag": lag,
             }));
         }
-        let now = Utc::now();
+        let live = lease.as_ref().filter(|l| l.holder.is_some() && l.expires_at > now);
         processors.push(json!({
             "processor": p.name(),
-            "leader": lease.as_ref().filter(|l| l.expires_at > now).and_then(|l| l.holder.clone()),
+            "leader": live.and_then(|l| l.holder.clone()),
             "lease_generation": lease.as_ref().map(|l| l.generation),
             "lease_expires_at": lease.as_ref().map(|l| l.expires_at.to_rfc3339()),
-            "halt": halt.map(|h| json!({
+            "lease_remaining_ms": live.map(|l| (l.expires_at - now).num_milliseconds()),
+            "halt": halt.as_ref().map(|h| json!({
                 "feed": h.feed.to_string(),
                 "event_id": h.event_id,
                 "last_event_id": h.last_event_id,
@@ -114,10 +183,49 @@ pub async fn status(store: &Arc<dyn StateStore>) -> Result<Value, OpsError> {
                 "attempts": h.attempts,
                 "halted_at": h.halted_at.to_rfc3339(),
             })),
+            "in_doubt": halt.as_ref().is_some_and(|h| h.reason == store::HaltReason::InDoubt),
+            "open_intent": intent.as_ref().map(|i| json!({
+                "feed": i.feed.to_string(),
+                "first_event_id": i.first_event_id,
+                "last_event_id": i.last_event_id,
+                "records": i.records,
+                "operation": i.operation,
+                "token": i.token,
+                "generation": i.generation,
+                "opened_at": i.opened_at.to_rfc3339(),
+            })),
             "feeds": feeds,
         }));
     }
-    Ok(json!({ "at": Utc::now().to_rfc3339(), "processors": processors }))
+    Ok(json!({ "at": Utc::now().to_rfc3339(), "wap_probed": wap.is_some(), "processors": processors }))
+}
+
+fn age(seconds: Option<i64>) -> String {
+    match seconds {
+        None => "-".to_owned(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7_200 => format!("{}m", s / 60),
+        Some(s) if s < 172_800 => format!("{}h", s / 3_600),
+        Some(s) => format!("{}d", s / 86_400),
+    }
+}
+
+fn lag_cells(f: &Value) -> [String; 3] {
+    let lag = &f["lag"];
+    if lag.is_null() {
+        return ["-".into(), "-".into(), "-".into()];
+    }
+    if let Some(e) = lag["error"].as_str() {
+        let short: String = e.chars().take(40).collect();
+        return [format!("unknown ({short})"), "-".into(), "-".into()];
+    }
+    let pending = lag["pending"].as_u64().unwrap_or(0);
+    let plus = if lag["pending_at_least"].as_bool() == Some(true) { "+" } else { "" };
+    [
+        format!("{pending}{plus}"),
+        opt(lag["newest_seen_event_id"].as_i64()),
+        age(lag["oldest_pending_age_seconds"].as_i64()),
+    ]
 }
 
 /// The text form of [`status`].
@@ -128,26 +236,42 @@ pub fn status_text(status: &Value) -> String {
     let rows: Vec<Vec<String>> = processors
         .iter()
         .map(|p| {
-            let state = if p["halt"].is_null() { "running".to_owned() } else { "HALTED".to_owned() };
+            let state = if p["in_doubt"].as_bool() == Some(true) {
+                "IN DOUBT"
+            } else if p["halt"].is_null() {
+                "running"
+            } else {
+                "HALTED"
+            };
             vec![
                 p["processor"].as_str().unwrap_or("?").to_owned(),
-                state,
+                state.to_owned(),
                 p["leader"].as_str().unwrap_or("none").to_owned(),
                 opt(p["lease_generation"].as_i64()),
-                p["lease_expires_at"].as_str().unwrap_or("-").to_owned(),
+                match p["lease_remaining_ms"].as_i64() {
+                    Some(ms) => format!("{}s left", ms / 1_000),
+                    None => "expired".to_owned(),
+                },
             ]
         })
         .collect();
-    out.push_str(&table(&["PROCESSOR", "STATE", "LEADER", "GENERATION", "LEASE EXPIRES"], &rows));
+    out.push_str(&table(&["PROCESSOR", "STATE", "LEADER", "GENERATION", "LEASE"], &rows));
     out.push('\n');
     let rows: Vec<Vec<String>> = processors
         .iter()
         .flat_map(|p| p["feeds"].as_array().cloned().unwrap_or_default())
         .map(|f| {
+            let [pending, newest, oldest] = lag_cells(&f);
             vec![
                 f["feed"].as_str().unwrap_or("?").to_owned(),
                 opt(f["last_event_id"].as_i64()),
-                f["last_poll_at"].as_str().unwrap_or("never").to_owned(),
+                newest,
+                pending,
+                oldest,
+                match f["last_poll_age_seconds"].as_i64() {
+                    Some(_) => format!("{} ago", age(f["last_poll_age_seconds"].as_i64())),
+                    None => "never".to_owned(),
+                },
                 match f["held_event_id"].as_i64() {
                     Some(id) => format!("event {id} since {}", f["held_since"].as_str().unwrap_or("?")),
                     None => "-".to_owned(),
@@ -155,14 +279,20 @@ pub fn status_text(status: &Value) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(&["FEED", "LAST EVENT", "LAST POLL", "HOLD"], &rows));
+    out.push_str(&table(&["FEED", "CURSOR", "NEWEST IN WAP", "BEHIND", "OLDEST PENDING", "LAST POLL", "HOLD"], &rows));
+    if status["wap_probed"].as_bool() != Some(true) {
+        out.push_str("(lag behind WAP not probed: no valid [usage_service] settings, or --no-wap)\n");
+    }
     for p in processors {
         let h = &p["halt"];
+        let name = p["processor"].as_str().unwrap_or("?");
         if !h.is_null() {
+            let in_doubt = p["in_doubt"].as_bool() == Some(true);
             let _ = write!(
                 out,
-                "\n{} processor HALTED at {} event {}{} after {} attempt(s) ({}): {}\n  since {}\n  resolve: wap-billing resume {} --event {} | wap-billing skip {} --event {} --reason \"...\"\n",
-                p["processor"].as_str().unwrap_or("?"),
+                "\n{} processor {} at {} event {}{} after {} attempt(s) ({}): {}\n  since {}\n",
+                name,
+                if in_doubt { "IN DOUBT" } else { "HALTED" },
                 h["feed"].as_str().unwrap_or("?"),
                 h["event_id"],
                 if h["last_event_id"] != h["event_id"] { format!("..={}", h["last_event_id"]) } else { String::new() },
@@ -170,11 +300,35 @@ pub fn status_text(status: &Value) -> String {
                 h["reason"].as_str().unwrap_or("?"),
                 h["error"].as_str().unwrap_or(""),
                 h["halted_at"].as_str().unwrap_or("?"),
-                p["processor"].as_str().unwrap_or("?"),
-                target_args(p, h),
-                p["processor"].as_str().unwrap_or("?"),
-                target_args(p, h),
             );
+            let i = &p["open_intent"];
+            if !i.is_null() {
+                let _ = writeln!(
+                    out,
+                    "  open intent {}: {} of {} {}..={} ({} records, generation {}, opened {})",
+                    i["token"].as_str().unwrap_or("?"),
+                    i["operation"].as_str().unwrap_or("?"),
+                    i["feed"].as_str().unwrap_or("?"),
+                    i["first_event_id"],
+                    i["last_event_id"],
+                    i["records"],
+                    i["generation"],
+                    i["opened_at"].as_str().unwrap_or("?"),
+                );
+            }
+            if in_doubt {
+                let _ = writeln!(
+                    out,
+                    "  resolve: check the billing system for the intent's token, then\n    wap-billing resolve {name} --as applied|send-again|skip --reason \"...\"\n  (or wap-billing resume {name} to ask the handler to reconcile again)",
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  resolve: wap-billing resume {name} --event {} | wap-billing skip {name} --event {} --reason \"...\"",
+                    target_args(p, h),
+                    target_args(p, h),
+                );
+            }
         }
     }
     out
@@ -244,6 +398,28 @@ pub async fn skip(
     }
     let halt = Operator::new(Arc::clone(store)).skip_event(processor(name)?, event, actor, reason.trim()).await?;
     Ok(json!({"skipped": halt_json(&halt), "actor": actor, "reason": reason.trim()}))
+}
+
+/// `resolve PROCESSOR --as applied|send-again|skip --reason R`: the processor's in-doubt intent is committed as
+/// applied, sent again, or skipped (audited).
+pub async fn resolve(
+    store: &Arc<dyn StateStore>,
+    name: &str,
+    resolution: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<Value, OpsError> {
+    if reason.trim().is_empty() {
+        return Err(OpsError::Usage("resolve needs --reason: it is kept in the audit log".into()));
+    }
+    let r = InDoubtResolution::from_name(resolution)
+        .ok_or_else(|| OpsError::Usage(format!("unknown resolution {resolution:?} (applied, send-again or skip)")))?;
+    let intent = Operator::new(Arc::clone(store)).resolve_in_doubt(processor(name)?, r, actor, reason.trim()).await?;
+    Ok(json!({
+        "resolved": {"processor": name, "token": intent.token, "feed": intent.feed.to_string(),
+                     "first_event_id": intent.first_event_id, "last_event_id": intent.last_event_id},
+        "resolution": r.name(), "actor": actor, "reason": reason.trim(),
+    }))
 }
 
 /// `audit`: the newest entries, oldest first.

@@ -11,14 +11,21 @@
 //! Secrets (`password`) may be given inline, through `password_env` (the name of an environment variable) or
 //! `password_file` (a file whose content, trailing newline removed, is the secret); never on the command line.
 //! They are held as [`Secret`]s, which never print their value.
+//!
+//! The sections `[usage_service]`, `[responder]`, `[engine]`, `[state]` and `[admin]` **are** the libraries' own
+//! settings structures ([`UsageServiceSettings`], [`ResponderSettings`], [`EngineSettings`], [`StateSettings`],
+//! [`AdminSettings`]), so a library user reads the same section with serde and gets the same defaults, aliases and
+//! checks; this module adds the file, the top-level `app.config` names, the environment and `[billing]`/`[log]`.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use wap_types::Secret;
+pub use wap_billing_engine::settings::{AdminSettings, EngineSettings, StateSettings};
+pub use wap_responder::ResponderSettings;
+pub use wap_types::SettingProblem as Problem;
+use wap_types::{Secret, SecretSource};
+pub use wap_usage_client::UsageServiceSettings;
 
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "WAP_BILLING_";
@@ -54,6 +61,9 @@ pub const APP_CONFIG_KEYS: &[(&str, &str, &str)] = &[
     ("AllowUnexpectedBillingSystemVersion", "billing", "allow_unexpected_version"),
     ("LeaderElectionMode", "engine", "leader_election_mode"),
     ("InstanceId", "engine", "instance_id"),
+    ("HandlerTimeoutMilliseconds", "engine", "handler_timeout_ms"),
+    ("ProcessedEventRetentionDays", "engine", "processed_event_retention_days"),
+    ("AuditLogRetentionDays", "engine", "audit_log_retention_days"),
     ("SubscriptionResponderEnabled", "responder", "enabled"),
     ("PricingResponderEnabled", "responder", "pricing_enabled"),
     ("BillingAdapterUsername", "responder", "username"),
@@ -63,32 +73,12 @@ pub const APP_CONFIG_KEYS: &[(&str, &str, &str)] = &[
     ("ResponderAuthenticationMode", "responder", "authentication"),
     ("ApprovalTimeBudgetMilliseconds", "responder", "approval_time_budget_ms"),
     ("ApprovalFailureMode", "responder", "approval_failure_mode"),
+    ("PricingResponseFormat", "responder", "pricing_response_format"),
+    ("PricingMaxLength", "responder", "pricing_max_length"),
+    ("PricingUnknownIdStatus", "responder", "pricing_unknown_id_status"),
 ];
 
 /// One problem found in the settings: where, what was expected, what was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key path, e.g. `usage_service.endpoint` (or `(file)` for the file as a whole).
-    pub path: String,
-    /// What was expected.
-    pub expected: String,
-    /// What was found (never a secret's value).
-    pub found: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}, found {}", self.path, self.expected, self.found)
-    }
-}
-
-impl Problem {
-    fn new(path: impl Into<String>, expected: impl Into<String>, found: impl Into<String>) -> Self {
-        Problem { path: path.into(), expected: expected.into(), found: found.into() }
-    }
-}
-
-/// The settings could not be read or are not valid.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
@@ -121,15 +111,15 @@ impl SettingsError {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Settings {
-    /// `[usage_service]`: WAP's Usage Service (port 30022).
+    /// `[usage_service]`: WAP's Usage Service (port 30022); `wap-usage-client`'s own settings.
     pub usage_service: UsageServiceSettings,
-    /// `[state]`: the state database.
+    /// `[state]`: the state database (`wap-billing-engine`).
     pub state: StateSettings,
-    /// `[engine]`: processors, retries, leases.
+    /// `[engine]`: processors, retries, leases (`wap-billing-engine`).
     pub engine: EngineSettings,
-    /// `[responder]`: the approval and pricing endpoint WAP calls.
+    /// `[responder]`: the approval and pricing endpoint WAP calls (`wap-responder`).
     pub responder: ResponderSettings,
-    /// `[admin]`: the status, health and metrics endpoint.
+    /// `[admin]`: the status, health and metrics endpoint (`wap-billing-engine`).
     pub admin: AdminSettings,
     /// `[billing]`: the billing system.
     pub billing: BillingSettings,
@@ -164,162 +154,11 @@ impl SecretSettings {
         self.password.is_some() || self.password_env.is_some() || self.password_file.is_some()
     }
 
-    /// Reads the secret; `path` is the key path of the section, for problems.
+    /// Reads the secret; `path` is the key path of the section (problems name `<path>.password`,
+    /// `<path>.password_env` or `<path>.password_file`).
     pub fn resolve(&self, path: &str) -> Result<Option<Secret>, Problem> {
-        let given = [self.password.is_some(), self.password_env.is_some(), self.password_file.is_some()];
-        if given.iter().filter(|g| **g).count() > 1 {
-            return Err(Problem::new(
-                format!("{path}.password"),
-                "one of password, password_env, password_file",
-                "several of them",
-            ));
-        }
-        let value = if let Some(p) = &self.password {
-            p.expose().to_owned()
-        } else if let Some(var) = &self.password_env {
-            std::env::var(var).map_err(|_| {
-                Problem::new(
-                    format!("{path}.password_env"),
-                    format!("the environment variable {var} to be set"),
-                    "it is not set (or not UTF-8)",
-                )
-            })?
-        } else if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                Problem::new(
-                    format!("{path}.password_file"),
-                    "a readable file holding the secret",
-                    format!("{}: {e}", file.display()),
-                )
-            })?;
-            text.trim_end_matches(['\n', '\r']).to_owned()
-        } else {
-            return Ok(None);
-        };
-        if value.trim().is_empty() {
-            return Err(Problem::new(format!("{path}.password"), "a non-empty secret", "an empty one"));
-        }
-        Ok(Some(Secret::new(value)))
-    }
-}
-
-/// `[usage_service]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct UsageServiceSettings {
-    /// `UsageServiceEndpoint`: the base URL, e.g. `https://wap.example:30022/`. Required.
-    #[serde(alias = "UsageServiceEndpoint")]
-    pub endpoint: Option<String>,
-    /// `UsageServiceUsername`. Required.
-    #[serde(alias = "UsageServiceUsername")]
-    pub username: Option<String>,
-    /// `UsageServicePassword` (prefer `password_env` or `password_file`).
-    #[serde(alias = "UsageServicePassword")]
-    pub password: Option<Secret>,
-    /// The environment variable holding the password.
-    pub password_env: Option<String>,
-    /// The file holding the password.
-    pub password_file: Option<PathBuf>,
-    /// `UsageServiceBatchSize` (100; 1..=10000).
-    #[serde(alias = "UsageServiceBatchSize")]
-    pub batch_size: u32,
-    /// `DisableSslVerification` (false).
-    #[serde(alias = "DisableSslVerification")]
-    pub disable_ssl_verification: bool,
-    /// `UsageServiceCaFile`: a PEM bundle of trusted CAs.
-    #[serde(alias = "UsageServiceCaFile")]
-    pub ca_file: Option<PathBuf>,
-    /// `UsageServicePinnedCertSha256`: hex SHA-256 of the server certificate's DER.
-    #[serde(alias = "UsageServicePinnedCertSha256")]
-    pub pinned_cert_sha256: Option<String>,
-    /// `UsageServiceTimeoutSeconds` (120).
-    #[serde(alias = "UsageServiceTimeoutSeconds")]
-    pub timeout_seconds: u64,
-    /// `StartIdInclusive` (true).
-    #[serde(alias = "StartIdInclusive")]
-    pub start_id_inclusive: bool,
-    /// `MethodNumericOrdinals` (false).
-    #[serde(alias = "MethodNumericOrdinals")]
-    pub method_numeric_ordinals: bool,
-}
-
-impl UsageServiceSettings {
-    /// The password's sources.
-    pub fn secret(&self) -> SecretSettings {
-        SecretSettings {
-            password: self.password.clone(),
-            password_env: self.password_env.clone(),
-            password_file: self.password_file.clone(),
-        }
-    }
-}
-
-impl Default for UsageServiceSettings {
-    fn default() -> Self {
-        UsageServiceSettings {
-            endpoint: None,
-            username: None,
-            password: None,
-            password_env: None,
-            password_file: None,
-            batch_size: 100,
-            disable_ssl_verification: false,
-            ca_file: None,
-            pinned_cert_sha256: None,
-            timeout_seconds: 120,
-            start_id_inclusive: true,
-            method_numeric_ordinals: false,
-        }
-    }
-}
-
-/// `[state]`.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct StateSettings {
-    /// `StateDatabaseUrl`: `sqlite://PATH` (default `sqlite://wap-billing-state.db`) or `postgres://…`. A password
-    /// in it is better given through `url_env` or `url_file`.
-    #[serde(alias = "StateDatabaseUrl")]
-    pub url: Option<Secret>,
-    /// The name of an environment variable holding the URL.
-    pub url_env: Option<String>,
-    /// A file holding the URL.
-    pub url_file: Option<PathBuf>,
-    /// `StateDatabaseCaFile`: the CA file (PEM) the PostgreSQL server's certificate must be signed by
-    /// (`sslmode=verify-ca` / `verify-full` in the URL).
-    #[serde(alias = "StateDatabaseCaFile")]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl fmt::Debug for StateSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateSettings")
-            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose())))
-            .field("url_env", &self.url_env)
-            .field("url_file", &self.url_file)
-            .field("ca_file", &self.ca_file)
-            .finish()
-    }
-}
-
-impl StateSettings {
-    /// The URL, from whichever source is given; the default when none is.
-    pub fn resolve(&self) -> Result<Secret, Problem> {
-        let secret = SecretSettings {
-            password: self.url.clone(),
-            password_env: self.url_env.clone(),
-            password_file: self.url_file.clone(),
-        };
-        match secret.resolve("state") {
-            Ok(Some(url)) => Ok(url),
-            Ok(None) => Ok(Secret::new("sqlite://wap-billing-state.db")),
-            Err(mut p) => {
-                p.path = p.path.replace("state.password", "state.url");
-                Err(p)
-            }
-        }
+        SecretSource::new(self.password.clone(), self.password_env.clone(), self.password_file.clone())
+            .resolve(&format!("{path}.password"))
     }
 }
 
@@ -337,193 +176,6 @@ pub fn redact_url(url: &str) -> String {
             Some((scheme, _)) => format!("{scheme}://<unparseable, hidden>"),
             None => "<unparseable, hidden>".to_owned(),
         },
-    }
-}
-
-/// `[engine]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct EngineSettings {
-    /// `NotificationProcessorEnabled` (true).
-    #[serde(alias = "NotificationProcessorEnabled")]
-    pub notification_processor_enabled: bool,
-    /// `UsageProcessorEnabled` (true).
-    #[serde(alias = "UsageProcessorEnabled")]
-    pub usage_processor_enabled: bool,
-    /// `RetryMaxAttempts` (5).
-    #[serde(alias = "RetryMaxAttempts")]
-    pub retry_max_attempts: u32,
-    /// `RetrySleepMilliseconds` (30000).
-    #[serde(alias = "RetrySleepMilliseconds")]
-    pub retry_sleep_ms: u64,
-    /// `WapRetryInitialMilliseconds` (1000).
-    #[serde(alias = "WapRetryInitialMilliseconds")]
-    pub wap_retry_initial_ms: u64,
-    /// `WapRetryMaxMilliseconds` (300000).
-    #[serde(alias = "WapRetryMaxMilliseconds")]
-    pub wap_retry_max_ms: u64,
-    /// `DependencyWaitMaxSeconds` (3600).
-    #[serde(alias = "DependencyWaitMaxSeconds")]
-    pub dependency_wait_max_seconds: u64,
-    /// `LeaseTtlMilliseconds` (60000).
-    #[serde(alias = "LeaseTtlMilliseconds")]
-    pub lease_ttl_ms: u64,
-    /// `SyncIntervalMilliseconds` (60000).
-    #[serde(alias = "SyncIntervalMilliseconds")]
-    pub sync_interval_ms: u64,
-    /// `InitialStartId` for every feed (0).
-    #[serde(alias = "InitialStartId")]
-    pub initial_start_id: i64,
-    /// `InitialStartId` per feed, by feed name (`usage`, `plans`, …).
-    pub initial_start_ids: BTreeMap<String, i64>,
-    /// `PendingApprovalWarnSeconds` (600).
-    #[serde(alias = "PendingApprovalWarnSeconds")]
-    pub pending_approval_warn_seconds: u64,
-    /// `PendingApprovalMaxWaitSeconds` (86400).
-    #[serde(alias = "PendingApprovalMaxWaitSeconds")]
-    pub pending_approval_max_wait_seconds: u64,
-    /// `RetentionWarnDays` (30).
-    #[serde(alias = "RetentionWarnDays")]
-    pub retention_warn_days: u64,
-    /// `LeaderElectionMode`: `elect` (default; several instances) or `single-instance`.
-    #[serde(alias = "LeaderElectionMode")]
-    pub leader_election_mode: String,
-    /// `InstanceId` (default: host name, process id and a random suffix).
-    #[serde(alias = "InstanceId")]
-    pub instance_id: Option<String>,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            notification_processor_enabled: true,
-            usage_processor_enabled: true,
-            retry_max_attempts: 5,
-            retry_sleep_ms: 30_000,
-            wap_retry_initial_ms: 1_000,
-            wap_retry_max_ms: 300_000,
-            dependency_wait_max_seconds: 3_600,
-            lease_ttl_ms: 60_000,
-            sync_interval_ms: 60_000,
-            initial_start_id: 0,
-            initial_start_ids: BTreeMap::new(),
-            pending_approval_warn_seconds: 600,
-            pending_approval_max_wait_seconds: 86_400,
-            retention_warn_days: 30,
-            leader_election_mode: "elect".to_owned(),
-            instance_id: None,
-        }
-    }
-}
-
-/// `[responder]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct ResponderSettings {
-    /// `SubscriptionResponderEnabled` (true).
-    #[serde(alias = "SubscriptionResponderEnabled")]
-    pub enabled: bool,
-    /// `PricingResponderEnabled` (false).
-    #[serde(alias = "PricingResponderEnabled")]
-    pub pricing_enabled: bool,
-    /// `ResponderListenAddress` (`0.0.0.0:8443`).
-    #[serde(alias = "ResponderListenAddress")]
-    pub listen: String,
-    /// `ResponderBasePath` (`/`).
-    #[serde(alias = "ResponderBasePath")]
-    pub base_path: String,
-    /// `ResponderAuthenticationMode`: `basic` (default) or `none`.
-    #[serde(alias = "ResponderAuthenticationMode")]
-    pub authentication: String,
-    /// `BillingAdapterUsername`: what WAP presents. Required with `basic`.
-    #[serde(alias = "BillingAdapterUsername")]
-    pub username: Option<String>,
-    /// `BillingAdapterPassword` (prefer `password_env` or `password_file`).
-    #[serde(alias = "BillingAdapterPassword")]
-    pub password: Option<Secret>,
-    /// The environment variable holding the password.
-    pub password_env: Option<String>,
-    /// The file holding the password.
-    pub password_file: Option<PathBuf>,
-    /// `ApprovalTimeBudgetMilliseconds` (30000).
-    #[serde(alias = "ApprovalTimeBudgetMilliseconds")]
-    pub approval_time_budget_ms: u64,
-    /// `ApprovalFailureMode`: `deny` (default) or `approve`.
-    #[serde(alias = "ApprovalFailureMode")]
-    pub approval_failure_mode: String,
-}
-
-impl ResponderSettings {
-    /// The password's sources.
-    pub fn secret(&self) -> SecretSettings {
-        SecretSettings {
-            password: self.password.clone(),
-            password_env: self.password_env.clone(),
-            password_file: self.password_file.clone(),
-        }
-    }
-}
-
-impl Default for ResponderSettings {
-    fn default() -> Self {
-        ResponderSettings {
-            enabled: true,
-            pricing_enabled: false,
-            listen: "0.0.0.0:8443".to_owned(),
-            base_path: "/".to_owned(),
-            authentication: "basic".to_owned(),
-            username: None,
-            password: None,
-            password_env: None,
-            password_file: None,
-            approval_time_budget_ms: 30_000,
-            approval_failure_mode: "deny".to_owned(),
-        }
-    }
-}
-
-/// `[admin]`: `/status`, `/health`, `/metrics`, and the operator routes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct AdminSettings {
-    /// Whether the endpoint is served (true).
-    pub enabled: bool,
-    /// Where (`127.0.0.1:9464`).
-    pub listen: String,
-    /// The operator's user name; with a password, the operator routes require Basic authentication.
-    pub username: Option<String>,
-    /// The operator's password (prefer `password_env` or `password_file`).
-    pub password: Option<Secret>,
-    /// The environment variable holding the password.
-    pub password_env: Option<String>,
-    /// The file holding the password.
-    pub password_file: Option<PathBuf>,
-}
-
-impl AdminSettings {
-    /// The password's sources.
-    pub fn secret(&self) -> SecretSettings {
-        SecretSettings {
-            password: self.password.clone(),
-            password_env: self.password_env.clone(),
-            password_file: self.password_file.clone(),
-        }
-    }
-}
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        AdminSettings {
-            enabled: true,
-            listen: "127.0.0.1:9464".to_owned(),
-            username: None,
-            password: None,
-            password_env: None,
-            password_file: None,
-        }
     }
 }
 
@@ -643,193 +295,11 @@ impl Settings {
     /// Every problem serde's types cannot see: URLs, addresses, ranges, required values, secrets.
     pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        let u = &self.usage_service;
-        match u.endpoint.as_deref() {
-            None => {
-                p.push(Problem::new("usage_service.endpoint", "the Usage Service URL (https://HOST:30022/)", "nothing"))
-            }
-            Some(e) => match url::Url::parse(e) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    if url.password().is_some() || !url.username().is_empty() {
-                        p.push(Problem::new(
-                            "usage_service.endpoint",
-                            "a URL without credentials (use usage_service.username and password_env/password_file)",
-                            "a URL with user information",
-                        ));
-                    }
-                }
-                Ok(url) => p.push(Problem::new(
-                    "usage_service.endpoint",
-                    "an http or https URL with a host",
-                    format!("scheme {:?}", url.scheme()),
-                )),
-                Err(err) => p.push(Problem::new("usage_service.endpoint", "a URL", format!("{err}"))),
-            },
-        }
-        if u.username.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            p.push(Problem::new("usage_service.username", "the Usage Service user name", "nothing"));
-        }
-        match u.secret().resolve("usage_service") {
-            Ok(Some(_)) => {}
-            Ok(None) => p.push(Problem::new(
-                "usage_service.password",
-                "the Usage Service password (password_env or password_file)",
-                "nothing",
-            )),
-            Err(e) => p.push(e),
-        }
-        if !(1..=10_000).contains(&u.batch_size) {
-            p.push(Problem::new("usage_service.batch_size", "1..=10000", u.batch_size.to_string()));
-        }
-        if u.timeout_seconds == 0 {
-            p.push(Problem::new("usage_service.timeout_seconds", "at least 1", "0"));
-        }
-        if let Some(f) = &u.ca_file {
-            if !f.is_file() {
-                p.push(Problem::new("usage_service.ca_file", "a readable PEM file", f.display().to_string()));
-            }
-        }
-        if let Some(pin) = &u.pinned_cert_sha256 {
-            let hex: String = pin.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
-            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                p.push(Problem::new(
-                    "usage_service.pinned_cert_sha256",
-                    "64 hex digits (SHA-256 of the certificate)",
-                    format!("{} characters", pin.len()),
-                ));
-            }
-            if u.disable_ssl_verification {
-                p.push(Problem::new(
-                    "usage_service.disable_ssl_verification",
-                    "false when a certificate is pinned (a pin needs verification)",
-                    "true",
-                ));
-            }
-        }
-
-        match self.state.resolve() {
-            Ok(url) => {
-                let s = url.expose();
-                if !(s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://")) {
-                    p.push(Problem::new("state.url", "sqlite://PATH or postgres://…", redact_url(s)));
-                }
-            }
-            Err(e) => p.push(e),
-        }
-
-        let e = &self.engine;
-        let positive = [
-            ("engine.retry_max_attempts", u64::from(e.retry_max_attempts)),
-            ("engine.retry_sleep_ms", e.retry_sleep_ms),
-            ("engine.wap_retry_initial_ms", e.wap_retry_initial_ms),
-            ("engine.wap_retry_max_ms", e.wap_retry_max_ms),
-            ("engine.sync_interval_ms", e.sync_interval_ms),
-        ];
-        for (key, v) in positive {
-            if v == 0 {
-                p.push(Problem::new(key, "a value above 0 (0 makes the processor spin)", "0"));
-            }
-        }
-        if e.wap_retry_initial_ms > e.wap_retry_max_ms {
-            p.push(Problem::new(
-                "engine.wap_retry_initial_ms",
-                format!("at most engine.wap_retry_max_ms ({})", e.wap_retry_max_ms),
-                e.wap_retry_initial_ms.to_string(),
-            ));
-        }
-        if e.lease_ttl_ms < 1_000 {
-            p.push(Problem::new("engine.lease_ttl_ms", "at least 1000", e.lease_ttl_ms.to_string()));
-        }
-        if e.pending_approval_warn_seconds > e.pending_approval_max_wait_seconds {
-            p.push(Problem::new(
-                "engine.pending_approval_warn_seconds",
-                "at most engine.pending_approval_max_wait_seconds",
-                e.pending_approval_warn_seconds.to_string(),
-            ));
-        }
-        if e.initial_start_id < 0 {
-            p.push(Problem::new("engine.initial_start_id", "0 or more", e.initial_start_id.to_string()));
-        }
-        for (feed, start) in &e.initial_start_ids {
-            if wap_types::FeedKind::from_name(feed).is_none() {
-                p.push(Problem::new(
-                    format!("engine.initial_start_ids.{feed}"),
-                    "a feed name (usage, plans, addons, planServices, planAddons, subscriptions, subscriptionAddons)",
-                    format!("{feed:?}"),
-                ));
-            } else if *start < 0 {
-                p.push(Problem::new(format!("engine.initial_start_ids.{feed}"), "0 or more", start.to_string()));
-            }
-        }
-        if !matches!(
-            e.leader_election_mode.to_ascii_lowercase().as_str(),
-            "elect" | "single-instance" | "singleinstance" | "single_instance"
-        ) {
-            p.push(Problem::new(
-                "engine.leader_election_mode",
-                "elect or single-instance",
-                format!("{:?}", e.leader_election_mode),
-            ));
-        }
-        if e.instance_id.as_deref().is_some_and(|i| i.trim().is_empty()) {
-            p.push(Problem::new("engine.instance_id", "a non-empty name", "an empty one"));
-        }
-
-        let r = &self.responder;
-        if r.enabled {
-            if r.listen.parse::<SocketAddr>().is_err() {
-                p.push(Problem::new("responder.listen", "an address such as 0.0.0.0:8443", format!("{:?}", r.listen)));
-            }
-            if !r.base_path.starts_with('/') {
-                p.push(Problem::new("responder.base_path", "a path starting with /", format!("{:?}", r.base_path)));
-            }
-            match r.authentication.to_ascii_lowercase().as_str() {
-                "basic" => {
-                    if r.username.as_deref().is_none_or(|s| s.trim().is_empty()) {
-                        p.push(Problem::new(
-                            "responder.username",
-                            "the user name WAP presents (BillingAdapterUsername)",
-                            "nothing",
-                        ));
-                    }
-                    match r.secret().resolve("responder") {
-                        Ok(Some(_)) => {}
-                        Ok(None) => p.push(Problem::new(
-                            "responder.password",
-                            "the password WAP presents (BillingAdapterPassword; password_env or password_file)",
-                            "nothing",
-                        )),
-                        Err(e) => p.push(e),
-                    }
-                }
-                "none" => {}
-                other => p.push(Problem::new("responder.authentication", "basic or none", format!("{other:?}"))),
-            }
-            if !matches!(r.approval_failure_mode.to_ascii_lowercase().as_str(), "deny" | "approve") {
-                p.push(Problem::new(
-                    "responder.approval_failure_mode",
-                    "deny or approve",
-                    format!("{:?}", r.approval_failure_mode),
-                ));
-            }
-            if r.approval_time_budget_ms == 0 {
-                p.push(Problem::new("responder.approval_time_budget_ms", "a value above 0", "0"));
-            }
-        } else if r.pricing_enabled {
-            p.push(Problem::new("responder.pricing_enabled", "false while responder.enabled is false", "true"));
-        }
-
-        let a = &self.admin;
-        if a.enabled && a.listen.parse::<SocketAddr>().is_err() {
-            p.push(Problem::new("admin.listen", "an address such as 127.0.0.1:9464", format!("{:?}", a.listen)));
-        }
-        match a.secret().resolve("admin") {
-            Ok(Some(_)) if a.username.as_deref().is_none_or(|s| s.trim().is_empty()) => {
-                p.push(Problem::new("admin.username", "a user name with the admin password", "nothing"))
-            }
-            Ok(_) => {}
-            Err(e) => p.push(e),
-        }
+        p.extend(self.usage_service.validate("usage_service"));
+        p.extend(self.state.validate("state"));
+        p.extend(self.engine.validate("engine"));
+        p.extend(self.responder.validate("responder"));
+        p.extend(self.admin.validate("admin"));
 
         match self.billing.system.to_ascii_lowercase().as_str() {
             "ledger" => {
@@ -1006,7 +476,7 @@ password = "responder-secret-2"
         assert_eq!(s.engine.retry_max_attempts, 5);
         assert_eq!(s.engine.sync_interval_ms, 60_000);
         assert_eq!(s.responder.listen, "0.0.0.0:8443");
-        assert_eq!(s.state.resolve().unwrap().expose(), "sqlite://wap-billing-state.db");
+        assert_eq!(s.state.resolve("state").unwrap().expose(), "sqlite://wap-billing-state.db");
         assert_eq!(s.billing.system, "ledger");
     }
 

@@ -240,7 +240,11 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
 
     // run → caught up: every usage record committed.
     let last = *sim.usage_ids().last().unwrap();
-    wait_for("the first sync", &f, |s| usage_feed(s)["feeds"][0]["last_event_id"].as_i64() == Some(last));
+    let s = wait_for("the first sync", &f, |s| usage_feed(s)["feeds"][0]["last_event_id"].as_i64() == Some(last));
+    // Caught up: WAP holds nothing after the cursor.
+    let lag = &usage_feed(&s)["feeds"][0]["lag"];
+    assert_eq!((lag["pending"].as_u64(), lag["lag_event_ids"].as_i64()), (Some(0), Some(0)), "{s:#}");
+    assert_eq!(lag["newest_seen_event_id"].as_i64(), Some(last), "{s:#}");
     let health = rt.block_on(async { http_get(&f.admin, "/health").await });
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
@@ -249,9 +253,23 @@ fn run_syncs_a_sim_and_operators_skip_resume_and_map() {
     let bad = sim.append_usage(vec![bad_record(&sub)])[0];
     let s = wait_for("the halt", &f, |s| !usage_feed(s)["halt"].is_null());
     assert_eq!(usage_feed(&s)["halt"]["event_id"].as_i64(), Some(bad), "{s:#}");
+    // The lag names what waits behind the halt: the bad record, one id past the cursor, and how old it is.
+    let lag = &usage_feed(&s)["feeds"][0]["lag"];
+    assert_eq!(lag["pending"].as_u64(), Some(1), "{s:#}");
+    assert_eq!(lag["newest_seen_event_id"].as_i64(), Some(bad), "{s:#}");
+    assert_eq!(lag["lag_event_ids"].as_i64(), Some(bad - last), "{s:#}");
+    assert!(lag["oldest_pending_age_seconds"].as_i64().is_some_and(|a| a < 3_600), "{s:#}");
     let table = bin().args(["status", "--config"]).arg(&f.config).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.contains("usage processor HALTED at usage event"), "{table}");
+    // The feed table's usage row (the processor table has one too): FEED CURSOR NEWEST-IN-WAP BEHIND …
+    let (last_s, bad_id_s) = (last.to_string(), bad.to_string());
+    let feed_row: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<&str>>())
+        .find(|cells| cells.len() > 3 && cells[0] == "usage" && cells[1] == last_s)
+        .unwrap_or_else(|| panic!("no usage feed row in {table}"));
+    assert_eq!(feed_row[..4], ["usage", last_s.as_str(), bad_id_s.as_str(), "1"], "{table}");
 
     // skip needs a reason, then moves past it (audited).
     let bad_s = bad.to_string();
@@ -416,6 +434,8 @@ fn export_killed_halfway_and_resumed_has_every_record_once() {
     assert!(kills >= 2, "the export was killed mid-way at least twice ({kills})");
     let out = export().output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // Piped (not a terminal): no progress bar, no summary, nothing on stderr.
+    assert!(out.stderr.is_empty(), "quiet when piped, got: {}", String::from_utf8_lossy(&out.stderr));
     let text_out = std::fs::read_to_string(&out_file).unwrap();
     let ids: Vec<i64> =
         text_out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["EventId"].as_i64().unwrap()).collect();
@@ -438,6 +458,18 @@ fn export_killed_halfway_and_resumed_has_every_record_once() {
     let first_ids: std::collections::BTreeSet<&str> =
         csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(first_ids.len(), 5, "{csv}");
+
+    // A slice that ends at a known id (the progress bar's ETA case), to stdout through a pipe.
+    let until = sim.usage_ids()[1_234];
+    let out =
+        bin().args(["export", "usage", "--until-id", &until.to_string(), "--config"]).arg(&f.config).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "quiet when piped: {}", String::from_utf8_lossy(&out.stderr));
+    let ids: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["EventId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, sim.usage_ids()[..=1_234], "every record up to --until-id, none after");
     rt.block_on(sim.shutdown());
 }
 
@@ -472,4 +504,120 @@ fn demo_runs_the_whole_flow() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("buys \"") && stdout.contains("APPROVED") && stdout.contains("DENIED"), "{stdout}");
     assert!(stdout.contains("Total"), "an invoice is printed: {stdout}");
+}
+
+/// A state database whose usage processor is halted in doubt on an open intent, as the journaled path leaves it
+/// when a billing call's outcome is unknown.
+fn in_doubt_state(dir: &Path) -> PathBuf {
+    use wap_billing_engine::store::{Fence, HaltReason, HaltStatus, ProcessorKind};
+    use wap_billing_engine::Intent;
+    let state = dir.join("state.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = wap_billing_engine::store::open(&format!("sqlite://{}", state.display())).await.unwrap();
+        let lease = store
+            .try_acquire_lease(ProcessorKind::Usage, "crashed-instance", Duration::from_secs(60), false)
+            .await
+            .unwrap()
+            .unwrap();
+        let fence =
+            Fence { processor: ProcessorKind::Usage, holder: "crashed-instance".into(), generation: lease.generation };
+        let now = chrono::Utc::now();
+        let intent = Intent {
+            processor: ProcessorKind::Usage,
+            feed: wap_types::FeedKind::Usage,
+            first_event_id: 13_278,
+            last_event_id: 14_302,
+            records: 1_025,
+            operation: "usage_lines".into(),
+            token: Intent::default_token(wap_types::FeedKind::Usage, 13_278, 14_302),
+            generation: lease.generation,
+            opened_at: now,
+        };
+        store.open_intent(&fence, &intent).await.unwrap();
+        let halt = HaltStatus {
+            processor: ProcessorKind::Usage,
+            feed: wap_types::FeedKind::Usage,
+            event_id: 13_278,
+            last_event_id: 14_302,
+            reason: HaltReason::InDoubt,
+            error: "in doubt: the billing API cannot be searched".into(),
+            attempts: 0,
+            halted_at: now,
+        };
+        store.set_halt(&fence, &halt).await.unwrap();
+        store.release_lease(&fence).await.unwrap();
+    });
+    state
+}
+
+#[test]
+fn status_shows_an_in_doubt_intent_and_resolve_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = in_doubt_state(dir.path());
+    let config = dir.path().join("ops.toml");
+    // Operator commands need only [state]: no Usage Service settings here, so no lag probe either.
+    std::fs::write(&config, format!("[state]\nurl = \"sqlite://{}\"\n", state.display())).unwrap();
+
+    let out = bin().args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["wap_probed"], false, "{s:#}");
+    let usage = usage_feed(&s);
+    assert_eq!(usage["in_doubt"], true, "{s:#}");
+    assert_eq!(usage["halt"]["reason"], "in_doubt");
+    assert_eq!(usage["halt"]["error"], "in doubt: the billing API cannot be searched");
+    assert_eq!(usage["open_intent"]["token"], "wap-usage-13278-14302");
+    assert_eq!(usage["open_intent"]["records"], 1_025);
+    assert!(usage["leader"].is_null() && usage["lease_remaining_ms"].is_null(), "released lease: {usage:#}");
+    let notification = &s["processors"][0];
+    assert_eq!((notification["in_doubt"].as_bool(), notification["open_intent"].is_null()), (Some(false), true));
+
+    let out = bin().args(["status", "--config"]).arg(&config).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("usage processor IN DOUBT at usage event 13278..=14302"), "{table}");
+    assert!(table.contains("open intent wap-usage-13278-14302: usage_lines of usage 13278..=14302"), "{table}");
+    assert!(table.contains("wap-billing resolve usage --as applied|send-again|skip"), "{table}");
+    assert!(table.contains("lag behind WAP not probed"), "{table}");
+
+    // resolve: a reason is required, an unknown resolution is refused, then it clears the halt and the intent.
+    let out =
+        bin().args(["resolve", "usage", "--as", "skip", "--reason", " ", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let out =
+        bin().args(["resolve", "usage", "--as", "maybe", "--reason", "x", "--config"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown resolution"), "{}", text(&out));
+    let out = bin()
+        .args(["resolve", "usage", "--as", "send-again", "--reason", "not on any invoice", "--actor", "ana"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("intent wap-usage-13278-14302 as send_again"),
+        "{}",
+        text(&out)
+    );
+    let out = bin().args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage = usage_feed(&s);
+    assert!(usage["halt"].is_null() && usage["open_intent"].is_null() && usage["in_doubt"] == false, "{s:#}");
+    let out = bin().args(["audit", "--json", "--config"]).arg(&config).output().unwrap();
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "ana" && e["detail"].as_str().unwrap_or("").contains("not on any invoice")),
+        "{audit:#}"
+    );
+    // A second resolve finds nothing in doubt.
+    let out = bin()
+        .args(["resolve", "usage", "--as", "skip", "--reason", "again", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
 }

@@ -417,6 +417,13 @@ impl EngineConfigBuilder {
     /// `InitialStartId` applies to every feed, `InitialStartId.<feed>` (feed name such as `plans`) to one.
     /// Returns `Ok(false)` for a key that is not an engine setting (e.g. `UsageServiceEndpoint`), so a caller can
     /// hand the rest to other components.
+    ///
+    /// Deprecated: deserialize an [`EngineSettings`](crate::settings::EngineSettings) (the spec keys are serde
+    /// aliases) and call its [`config_builder`](crate::settings::EngineSettings::config_builder).
+    #[deprecated(
+        since = "0.1.0",
+        note = "deserialize an EngineSettings (spec keys are aliases) and call config_builder"
+    )]
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
         let k = key.trim();
         let v = value.trim();
@@ -506,6 +513,7 @@ impl EngineConfigBuilder {
 }
 
 #[cfg(test)]
+#[allow(deprecated)] // the key/value API is still tested while it exists
 mod tests {
     use super::*;
 

@@ -11,6 +11,7 @@ pub mod lease;
 mod memory_source;
 pub mod operator;
 pub mod processor;
+pub mod settings;
 pub mod source;
 pub mod status;
 pub mod store;

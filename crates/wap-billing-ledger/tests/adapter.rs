@@ -172,15 +172,17 @@ async fn syncs_the_simulator_into_the_ledger_and_reports_it_over_http() {
     let (code, health) = json(admin, "/health").await;
     assert_eq!((code, health["status"].as_str()), (200, Some("ok")), "{health}");
 
-    // Prometheus text (the test suite enables the `metrics` feature).
+    // Prometheus metrics in OpenMetrics text (the test suite enables the `metrics` feature).
     let (code, headers, metrics) = http(admin, "GET", "/metrics", None, "").await;
     assert_eq!(code, 200);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text; version=1.0.0"));
     let last = *sim.usage_ids().last().unwrap();
     assert!(metrics.contains(&format!("wap_billing_feed_committed_event_id{{feed=\"usage\"}} {last}")), "{metrics}");
     assert!(metrics.contains("wap_billing_processor_leader{processor=\"usage\"} 1"), "{metrics}");
     assert!(metrics.contains("wap_billing_processor_phase{processor=\"notification\",phase=\"caught_up\"} 1"));
-    assert!(metrics.contains("# TYPE wap_billing_feed_fetches_total counter"));
+    assert!(metrics.contains("# TYPE wap_billing_feed_fetches counter"), "{metrics}");
+    assert!(metrics.contains("wap_billing_feed_fetches_total{feed=\"usage\"} "), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 
     // Unknown paths and methods; operator endpoints are off without credentials.
     assert_eq!(http(admin, "GET", "/nope", None, "").await.0, 404);

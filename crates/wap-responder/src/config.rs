@@ -166,6 +166,11 @@ impl ResponderConfig {
     /// `PricingResponseFormat`, `PricingMaxLength`, `PricingUnknownIdStatus`, `MethodNumericOrdinals`. Names match
     /// ignoring ASCII case;
     /// other names are ignored (they belong to other parts of the adapter); absent ones take the spec's defaults.
+    ///
+    /// Deprecated: deserialize a [`ResponderSettings`](crate::ResponderSettings) (the same names are serde
+    /// aliases; secrets may come from the environment or a file) and call its
+    /// [`to_config`](crate::ResponderSettings::to_config).
+    #[deprecated(since = "0.1.0", note = "deserialize a ResponderSettings (spec names are aliases) and call to_config")]
     pub fn from_settings<I, K, V>(settings: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -385,6 +390,7 @@ impl ServerConfig {
 }
 
 #[cfg(test)]
+#[allow(deprecated)] // the key/value API is still tested while it exists
 mod tests {
     use super::*;
 

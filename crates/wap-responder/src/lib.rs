@@ -9,6 +9,7 @@ mod request;
 mod routing;
 mod server;
 mod service;
+mod settings;
 #[cfg(feature = "rustls")]
 mod tls;
 
@@ -22,6 +23,7 @@ pub use pricing::{FnPricing, NoPricing, PriceTable, PricingResponder};
 pub use routing::Route;
 pub use server::{serve, serve_until, ResponderServer};
 pub use service::{Responder, ResponderFuture, ResponderResponse, WWW_AUTHENTICATE_VALUE};
+pub use settings::ResponderSettings;
 #[cfg(feature = "rustls")]
 pub use tls::{TlsConfig, TlsError};
 

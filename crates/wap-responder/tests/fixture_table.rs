@@ -2,6 +2,7 @@
 //! real HTTP with hyper's low-level client against a served responder configured from the file's `config` block
 //! (each case gets its own server, since a case's `override` changes the configuration and two cases share an
 //! `EventId`).
+#![allow(deprecated)] // also exercises ResponderConfig::from_settings, deprecated for ResponderSettings
 
 mod common;
 

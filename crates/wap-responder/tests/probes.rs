@@ -1,6 +1,7 @@
 //! Probes of the review that found approvals given to the wrong request, over real HTTP: replayed event ids with
 //! another identity, unknown `Method` verbs (and `MethodNumericOrdinals`), blank passwords, and a full answer cache
 //! while a decision is in flight.
+#![allow(deprecated)] // also exercises ResponderConfig::from_settings, deprecated for ResponderSettings
 
 mod common;
 

@@ -17,6 +17,7 @@ pub mod method;
 pub mod pricing;
 pub mod rp;
 pub mod secret;
+pub mod settings;
 pub mod states;
 pub mod subscription;
 #[cfg(feature = "testing")]
@@ -45,6 +46,7 @@ pub use rp::{
     RpSubscriptionState, RpUsageRecord, ServiceUsageSummary, Subscription,
 };
 pub use secret::Secret;
+pub use settings::{SecretSource, SettingProblem};
 pub use states::{AdminSubscriptionState, ConfigState, NotificationState, PlanState, PullAction, SyncState, UserState};
 pub use subscription::{AdminSubscription, SubscriptionService, User};
 pub use usage::UsageRecord;

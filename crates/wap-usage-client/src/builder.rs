@@ -262,6 +262,13 @@ impl UsageClientBuilder {
 
     /// Applies one configuration key by its name (docs/protocol/approval-and-pricing.md §5; see [`SETTING_KEYS`]), the value as
     /// text. Unknown keys and malformed values are reported by [`build`](Self::build).
+    ///
+    /// Deprecated: deserialize a [`UsageServiceSettings`](crate::UsageServiceSettings) (the same keys, as serde
+    /// aliases) and call its [`client_builder`](crate::UsageServiceSettings::client_builder).
+    #[deprecated(
+        since = "0.1.0",
+        note = "deserialize a UsageServiceSettings (app.config names are aliases) and call client_builder"
+    )]
     pub fn setting(mut self, key: &str, value: &str) -> Self {
         let v = value.trim();
         let bool_value = |s: &str| match s.to_ascii_lowercase().as_str() {
@@ -413,6 +420,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(deprecated)] // the key/value API is still tested while it exists
 mod tests {
     use super::*;
 

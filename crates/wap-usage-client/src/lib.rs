@@ -8,6 +8,7 @@ mod feed;
 mod redact;
 mod retry;
 mod retry_after;
+mod settings;
 mod stream;
 #[cfg(feature = "rustls")]
 mod tls;
@@ -24,6 +25,7 @@ pub use error::{BoxError, DecodeErrorKind, Error, TransportErrorKind};
 pub use feed::{FeedClient, FeedItem, MalformedRecord, Page, PageHalt, PageItem, RetentionGap};
 pub use retry::{RetryPolicy, RetrySchedule};
 pub use retry_after::RetryAfter;
+pub use settings::UsageServiceSettings;
 pub use stream::{FeedStream, PageStream, Prefetch};
 pub use wap_types;
 pub use wap_types::{FeedKind, StartId, StartIdMode};

@@ -1,5 +1,6 @@
 //! The spec's request table (`fixtures/usage-service/requests.json`) as a table-driven test: each case's request
 //! (path, query, headers) and cursor outcome, against a wiremock server answering with the case's fixture.
+#![allow(deprecated)] // also exercises UsageClientBuilder::setting, deprecated for UsageServiceSettings
 
 use serde_json::Value;
 use wap_types::{Feed, FeedKind, HasEventId, PullAction, UsageEvent, UsageRecord};

@@ -1,4 +1,5 @@
 //! `stream_from`, `pages()` and `follow` over real HTTP against a small in-memory feed server, in virtual time.
+#![allow(deprecated)] // also exercises UsageClientBuilder::setting, deprecated for UsageServiceSettings
 
 mod support;
 

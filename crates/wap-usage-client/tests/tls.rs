@@ -1,6 +1,6 @@
 //! HTTPS toward a self-signed server on loopback (rustls + rcgen): extra CA, CA file, pinned fingerprint, the
 //! explicit opt-out, and the failures.
-
+#![allow(deprecated)] // also exercises UsageClientBuilder::setting, deprecated for UsageServiceSettings
 #![cfg(feature = "rustls")]
 
 use std::sync::Arc;

@@ -1,37 +1,63 @@
-//! Prometheus text exposition (format 0.0.4) of an [`AdapterStatus`] (feature `metrics`): `GET /metrics`.
+//! Prometheus metrics of an [`AdapterStatus`] (feature `metrics`): `GET /metrics`.
+//!
+//! Encoded by [`prometheus_client`], the Prometheus project's Rust client, in the OpenMetrics text format that
+//! Prometheus scrapes (escaping, `_total` suffixes of counters and the closing `# EOF` are its job). Each scrape
+//! builds the families from one status snapshot, so the numbers of one scrape are consistent with each other and
+//! with `GET /status`.
 
-use std::fmt::Write as _;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::report::{phase_name, AdapterStatus};
 use crate::status::Phase;
 
-/// The content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of [`render`]'s output (OpenMetrics 1.0 text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+type Labels = Vec<(&'static str, String)>;
+
+/// The families of one scrape, registered as they are first used.
 struct Out {
-    text: String,
+    registry: Registry,
+    gauges: Vec<(&'static str, Family<Labels, Gauge>)>,
+    counters: Vec<(&'static str, Family<Labels, Counter>)>,
 }
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    /// Declares a family. `kind` is `gauge` or `counter`; a counter's name ends in `_total`, which the encoder adds
+    /// back to its samples.
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) {
+        let help = help.trim_end_matches('.');
+        if kind == "counter" {
+            let family = Family::<Labels, Counter>::default();
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            self.registry.register(base, help, family.clone());
+            self.counters.push((name, family));
+        } else {
+            let family = Family::<Labels, Gauge>::default();
+            self.registry.register(name, help, family.clone());
+            self.gauges.push((name, family));
+        }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                let _ = write!(self.text, "{k}=\"{escaped}\"");
-            }
-            self.text.push('}');
+    fn sample(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        let labels: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        if let Some((_, family)) = self.counters.iter().find(|(n, _)| *n == name) {
+            family.get_or_create(&labels).inc_by(value.max(0.0) as u64);
+        } else if let Some((_, family)) = self.gauges.iter().find(|(n, _)| *n == name) {
+            family.get_or_create(&labels).set(value as i64);
+        } else {
+            debug_assert!(false, "metric {name} sampled before its family was declared");
         }
-        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn finish(self) -> String {
+        let mut text = String::with_capacity(8192);
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
     }
 }
 
@@ -43,10 +69,10 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-/// Renders the status as Prometheus text. Metric names start with `wap_billing_`; counters count since this
-/// instance started.
+/// Renders the status as OpenMetrics text. Metric names start with `wap_billing_`; counters count since this
+/// instance started. Every value is an integer (ids, counts, 0/1 flags).
 pub fn render(status: &AdapterStatus) -> String {
-    let mut o = Out { text: String::with_capacity(4096) };
+    let mut o = Out { registry: Registry::default(), gauges: Vec::new(), counters: Vec::new() };
 
     o.family("wap_billing_catching_up", "gauge", "1 while a processor this instance leads is catching up.");
     o.sample("wap_billing_catching_up", &[], flag(status.catching_up));
@@ -150,5 +176,5 @@ pub fn render(status: &AdapterStatus) -> String {
             o.sample("wap_billing_feed_consecutive_fetch_failures", &[("feed", f.feed.name())], l.wap_failures as f64);
         }
     }
-    o.text
+    o.finish()
 }
