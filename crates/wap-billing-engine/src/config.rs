@@ -155,6 +155,8 @@ impl std::fmt::Debug for EngineConfig {
             handler_timeout,
             processed_event_retention,
             audit_log_retention,
+            wap_fetch_timeout,
+            lease_clock_skew,
         } = self;
         f.debug_struct("EngineConfig")
             .field("notification_processor_enabled", notification_processor_enabled)
@@ -181,6 +183,8 @@ impl std::fmt::Debug for EngineConfig {
             .field("election_mode", election_mode)
             .field("instance_id", instance_id)
             .field("handler_timeout", handler_timeout)
+            .field("wap_fetch_timeout", wap_fetch_timeout)
+            .field("lease_clock_skew", lease_clock_skew)
             .field("processed_event_retention", processed_event_retention)
             .field("audit_log_retention", audit_log_retention)
             .finish()

@@ -74,8 +74,9 @@ async fn attempt_counts_survive_a_restarted_process_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(wap_billing_postgres_tests), ignore = "set WAP_BILLING_TEST_POSTGRES_URL")]
 async fn attempt_counts_survive_a_restarted_process_postgres() {
-    let Some(url) = postgres_url() else { return };
+    let url = postgres_url();
     let schema = fresh_schema("attempts_restart");
     let a = wap_billing_engine::PostgresStore::connect_in_schema(&url, &schema).await.unwrap();
     let b = wap_billing_engine::PostgresStore::connect_in_schema(&url, &schema).await.unwrap();
@@ -159,6 +160,7 @@ async fn a_hung_usage_service_call_is_cut_at_its_timeout_and_reported() {
 }
 
 #[test]
+#[allow(deprecated)]
 fn a_zero_fetch_timeout_is_refused_with_its_key() {
     let mut b = EngineConfig::builder();
     assert!(b.set("WapFetchTimeoutMilliseconds", "0").unwrap());
