@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use wap_billing_engine::store::IdentityKind;
-use wap_billing_engine::{EntityChange, EventContext, EventHandler, HandlerError, IdentityMap};
+use wap_billing_engine::{EntityChange, EventContext, EventHandler, HandlerError, IdentityMap, UsagePeriod};
 use wap_types::{AdminSubscription, AdminSubscriptionState, Plan, PlanAddon, PlanAddonReference};
 
 use crate::client::{SubscriptionKey, WhmcsClient};
 use crate::error::{Error, ErrorKind};
-use crate::types::{NewClient, NewOrder, OrderItem, Service};
+use crate::types::{InvoiceAction, NewClient, NewOrder, OrderItem, Service};
 
 /// The actor recorded in the identity map's audit log.
 const ACTOR: &str = "wap-billing-whmcs";
@@ -34,6 +34,16 @@ pub struct WhmcsBillingConfig {
     pub billing_cycle: Option<String>,
     /// `AcceptOrder autosetup=true`: run the product's provisioning module (off: WAP provisions).
     pub autosetup: bool,
+    /// Usage: meter name (ASCII lower case) → unit price, as decimal text. A line's amount is its quantity times
+    /// this price, rounded to cents.
+    pub meter_prices: BTreeMap<String, String>,
+    /// Usage: the unit price of a meter not in `meter_prices` (default `0.00`: billed at no charge, quantity shown).
+    pub default_meter_price: String,
+    /// Usage: when WHMCS invoices the billable items (default [`InvoiceAction::NextCron`]: the next daily cron run,
+    /// after which reconciliation can find them on the invoice).
+    pub usage_invoice_action: InvoiceAction,
+    /// Usage: the period of a line (default [`UsagePeriod::Month`]).
+    pub usage_period: UsagePeriod,
 }
 
 impl WhmcsBillingConfig {
@@ -46,6 +56,10 @@ impl WhmcsBillingConfig {
             addons: BTreeMap::new(),
             billing_cycle: None,
             autosetup: false,
+            meter_prices: BTreeMap::new(),
+            default_meter_price: "0.00".to_owned(),
+            usage_invoice_action: InvoiceAction::NextCron,
+            usage_period: UsagePeriod::Month,
         }
     }
 
@@ -61,6 +75,24 @@ impl WhmcsBillingConfig {
         self
     }
 
+    /// Bills usage of `meter` (any case) at `unit_price` (decimal text) per unit.
+    pub fn meter_price(mut self, meter: &str, unit_price: impl Into<String>) -> Self {
+        self.meter_prices.insert(meter.to_ascii_lowercase(), unit_price.into());
+        self
+    }
+
+    /// When WHMCS invoices usage billable items.
+    pub fn usage_invoice_action(mut self, action: InvoiceAction) -> Self {
+        self.usage_invoice_action = action;
+        self
+    }
+
+    /// The period of a usage line.
+    pub fn usage_period(mut self, period: UsagePeriod) -> Self {
+        self.usage_period = period;
+        self
+    }
+
     /// Keeps the WAP subscription id where `key` says.
     pub fn subscription_key(mut self, key: SubscriptionKey) -> Self {
         self.subscription_key = key;
@@ -68,13 +100,18 @@ impl WhmcsBillingConfig {
     }
 }
 
-/// The WHMCS billing system for the engine's event processor. Usage is not handled here yet: it needs the
-/// engine's intent journal, because `AddBillableItem` is not idempotent and cannot be read back.
+/// The WHMCS billing system: the engine's [`EventHandler`] (events, lookup before every create) and
+/// [`UsageHandler`](wap_billing_engine::UsageHandler) (usage lines as billable items on the journaled path, see
+/// the crate README).
 #[derive(Debug)]
 pub struct WhmcsBilling {
-    client: WhmcsClient,
-    config: WhmcsBillingConfig,
+    pub(crate) client: WhmcsClient,
+    pub(crate) config: WhmcsBillingConfig,
     not_propagated: Mutex<BTreeSet<(&'static str, String)>>,
+    /// WAP subscription id (lower case) → WHMCS client id, for usage.
+    pub(crate) subscription_clients: Mutex<BTreeMap<String, u64>>,
+    /// Usage batches by intent token: the lines WHMCS confirmed in this process.
+    pub(crate) usage_log: Mutex<BTreeMap<String, crate::usage::LineLog>>,
 }
 
 fn failed(what: &str, e: Error) -> HandlerError {
@@ -89,7 +126,13 @@ fn is_gone(status: &str) -> bool {
 impl WhmcsBilling {
     /// The handler over `client` with `config`.
     pub fn new(client: WhmcsClient, config: WhmcsBillingConfig) -> Arc<Self> {
-        Arc::new(WhmcsBilling { client, config, not_propagated: Mutex::new(BTreeSet::new()) })
+        Arc::new(WhmcsBilling {
+            client,
+            config,
+            not_propagated: Mutex::new(BTreeSet::new()),
+            subscription_clients: Mutex::new(BTreeMap::new()),
+            usage_log: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The client.

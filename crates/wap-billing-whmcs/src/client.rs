@@ -16,7 +16,8 @@ use wap_types::Secret;
 use crate::credentials::Credentials;
 use crate::error::{classify_message, Error, ErrorKind, TransportFailure};
 use crate::types::{
-    read_list, Client, NewBillableItem, NewClient, NewOrder, Order, PlacedOrder, Product, Service, ServiceAddon,
+    read_list, Client, Invoice, InvoiceItem, InvoiceSummary, NewBillableItem, NewClient, NewOrder, Order, PlacedOrder,
+    Product, Service, ServiceAddon,
 };
 use crate::wire::Obj;
 
@@ -459,6 +460,39 @@ impl WhmcsClient {
     pub async fn add_billable_item(&self, item: &NewBillableItem) -> Result<u64, Error> {
         let a = self.call_form("AddBillableItem", &item.form()).await?;
         Obj::new("AddBillableItem", "$", &a).id("billableid")
+    }
+
+    // ---- invoices ------------------------------------------------------------------------------------------
+
+    /// `GetInvoices`, optionally of one client and one status, all pages.
+    pub async fn get_invoices(
+        &self,
+        client_id: Option<u64>,
+        status: Option<&str>,
+    ) -> Result<Vec<InvoiceSummary>, Error> {
+        let mut params: Params<'_> = Vec::new();
+        if let Some(c) = client_id {
+            params.push(("userid", c.to_string()));
+        }
+        if let Some(s) = status {
+            params.push(("status", s.to_owned()));
+        }
+        self.list_paged("GetInvoices", params, "invoices", "invoice", InvoiceSummary::read).await
+    }
+
+    /// `GetInvoice`: one invoice with its lines (billable items appear as lines of `type` `Item` whose `relid` is
+    /// the billable item's id and whose text is its description).
+    pub async fn get_invoice(&self, invoice_id: u64) -> Result<Invoice, Error> {
+        let action = "GetInvoice";
+        let a = self.call_form(action, &[("invoiceid".to_owned(), invoice_id.to_string())]).await?;
+        let top = Obj::new(action, "$", &a);
+        Ok(Invoice {
+            id: top.opt_id("invoiceid")?.unwrap_or(invoice_id),
+            userid: top.opt_id("userid")?.unwrap_or(0),
+            date: top.text("date"),
+            status: top.text("status"),
+            items: read_list(action, &a, "items", "item", InvoiceItem::read)?,
+        })
     }
 
     // ---- system --------------------------------------------------------------------------------------------

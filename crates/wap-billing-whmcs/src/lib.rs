@@ -9,6 +9,7 @@ mod error;
 mod md5;
 mod php;
 mod types;
+mod usage;
 mod version;
 mod wire;
 
@@ -18,9 +19,10 @@ pub use credentials::Credentials;
 pub use error::{classify_message, Error, ErrorKind, TransportFailure};
 pub use php::encode_custom_fields;
 pub use types::{
-    Client, CustomFieldValue, InvoiceAction, NewBillableItem, NewClient, NewOrder, Order, OrderItem, OrderLine,
-    PlacedOrder, Product, Service, ServiceAddon,
+    Client, CustomFieldValue, Invoice, InvoiceAction, InvoiceItem, InvoiceSummary, NewBillableItem, NewClient,
+    NewOrder, Order, OrderItem, OrderLine, PlacedOrder, Product, Service, ServiceAddon,
 };
+pub use usage::{parse_usage_marker, usage_marker};
 pub use version::{
     check_version, detect_version, InvalidVersion, VersionCheck, VersionMismatch, VersionSource, WhmcsVersion,
 };

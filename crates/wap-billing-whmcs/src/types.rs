@@ -557,6 +557,75 @@ impl NewBillableItem {
     }
 }
 
+/// An invoice as `GetInvoices` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvoiceSummary {
+    /// Invoice id.
+    pub id: u64,
+    /// The client invoiced.
+    pub userid: u64,
+    /// Invoice date (`Y-m-d`).
+    pub date: String,
+    /// `Unpaid`, `Paid`, `Cancelled`, …
+    pub status: String,
+}
+
+impl InvoiceSummary {
+    pub(crate) fn read(o: Obj<'_>) -> Result<Self, Error> {
+        Ok(InvoiceSummary {
+            id: o.id("id")?,
+            userid: o.opt_id("userid")?.unwrap_or(0),
+            date: o.text("date"),
+            status: o.text("status"),
+        })
+    }
+}
+
+/// An invoice with its lines (`GetInvoice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Invoice {
+    /// Invoice id.
+    pub id: u64,
+    /// The client invoiced.
+    pub userid: u64,
+    /// Invoice date (`Y-m-d`).
+    pub date: String,
+    /// Status.
+    pub status: String,
+    /// The lines.
+    pub items: Vec<InvoiceItem>,
+}
+
+/// A line of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvoiceItem {
+    /// Invoice item id.
+    pub id: u64,
+    /// What the line bills: `Item` for a billable item, `Hosting`, `Addon`, … (empty when absent).
+    pub item_type: String,
+    /// The billed entity's id (the billable item id for `Item`); 0 when absent.
+    pub relid: u64,
+    /// The line's text.
+    pub description: String,
+    /// The amount, as WHMCS wrote it.
+    pub amount: String,
+}
+
+impl InvoiceItem {
+    pub(crate) fn read(o: Obj<'_>) -> Result<Self, Error> {
+        Ok(InvoiceItem {
+            id: o.opt_id("id")?.unwrap_or(0),
+            item_type: o.text("type"),
+            relid: o.opt_id("relid")?.unwrap_or(0),
+            description: o.text("description"),
+            amount: o.text("amount"),
+        })
+    }
+}
+
 /// Reads every entry of a nested list with `read`.
 pub(crate) fn read_list<T>(
     action: &str,

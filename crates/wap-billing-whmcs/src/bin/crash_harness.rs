@@ -4,12 +4,14 @@
 //! ```sh
 //! WAP_PASSWORD=... WHMCS_SECRET=... wap-billing-whmcs-crash-harness --url http://127.0.0.1:PORT/ \
 //!     --user usagereader --state /tmp/state.db --whmcs http://127.0.0.1:PORT2/ --identifier wap-adapter \
-//!     --plan WAPPLAN=1 --addon WAPADDON=5 [--exit-when-caught-up]
+//!     --plan WAPPLAN=1 --addon WAPADDON=5 [--usage [--batch 1000]] [--exit-when-caught-up]
 //! ```
 //!
 //! Secrets come from the environment (`WAP_PASSWORD`, `WHMCS_SECRET`), not the command line. Runs with
-//! `LeaderElectionMode = SingleInstance`, event processing only (usage goes through the journal, not here yet). Exit
-//! status 2 means bad arguments, 1 a failure to start or a processor halt.
+//! `LeaderElectionMode = SingleInstance`; event processing only unless `--usage` (usage lines through the engine's
+//! intent journal, one `AddBillableItem` each). `WAP_BILLING_FAIL_POINT=after_billing_call@N` parks the N-th
+//! journaled (usage) call between WHMCS's commit and the engine's, printing `FAIL POINT after_billing_call
+//! <range>`. Exit status 2 means bad arguments, 1 a failure to start or a processor halt.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +29,8 @@ struct Args {
     plans: Vec<(String, u64)>,
     addons: Vec<(String, u64)>,
     exit_when_caught_up: bool,
+    usage: bool,
+    batch: u32,
 }
 
 fn mapping(v: &str) -> Result<(String, u64), String> {
@@ -38,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut url, mut user, mut state, mut whmcs, mut identifier) = (None, None, None, None, None);
     let (mut plans, mut addons, mut exit_when_caught_up) = (Vec::new(), Vec::new(), false);
+    let (mut usage, mut batch) = (false, 1_000);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -49,6 +54,8 @@ fn parse_args() -> Result<Args, String> {
             "--plan" => plans.push(mapping(&value()?)?),
             "--addon" => addons.push(mapping(&value()?)?),
             "--exit-when-caught-up" => exit_when_caught_up = true,
+            "--usage" => usage = true,
+            "--batch" => batch = value()?.parse().map_err(|_| "--batch needs a number".to_owned())?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -62,6 +69,8 @@ fn parse_args() -> Result<Args, String> {
         plans,
         addons,
         exit_when_caught_up,
+        usage,
+        batch,
     })
 }
 
@@ -100,7 +109,8 @@ async fn run(args: Args, wap_password: String, whmcs_secret: String) -> Result<(
     let engine = EngineConfig::builder()
         .instance_id("whmcs-crash-harness")
         .election_mode(ElectionMode::SingleInstance)
-        .usage_processor_enabled(false)
+        .usage_processor_enabled(args.usage)
+        .batch_size(args.batch)
         .subscription_responder_enabled(false)
         .pricing_responder_enabled(false)
         .sync_interval(Duration::from_millis(200))
@@ -113,7 +123,7 @@ async fn run(args: Args, wap_password: String, whmcs_secret: String) -> Result<(
         .usage_service(
             UsageClient::builder().base_url(args.url.as_str()).credentials(args.user.as_str(), wap_password.as_str()),
         )
-        .event_handler(WhmcsBilling::new(client, config))
+        .billing_system(WhmcsBilling::new(client, config))
         .store_identity_map()
         .billing_system_version("not checked")
         .start()

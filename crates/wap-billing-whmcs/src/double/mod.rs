@@ -18,7 +18,12 @@
 //! - injectable [faults](FaultKind): an HTTP status, an HTML error page, and — after the change is committed —
 //!   an error page, a dropped connection or no answer at all.
 //!
-//! Its state (clients, orders, services, service add-ons, billable items) can be read and changed directly.
+//! - billable items that cannot be read back (there is no action for it), invoiced by the daily cron
+//!   ([`WhmcsDouble::run_cron`]) or `GenInvoices`, after which `GetInvoices` / `GetInvoice` show them as invoice
+//!   lines (`type` `Item`, `relid` the billable item id, the item's description).
+//!
+//! Its state (clients, orders, services, service add-ons, billable items, invoices) can be read and changed
+//! directly.
 
 mod config;
 mod form;
@@ -46,8 +51,8 @@ pub use config::{DuplicateEmail, EmptyList, Fault, FaultKind, Numbers, Profile};
 use form::Form;
 use render::{to_xml, Render};
 pub use state::{
-    DoubleAddonDefinition, DoubleBillableItem, DoubleClient, DoubleCustomField, DoubleOrder, DoubleProduct,
-    DoubleService, DoubleServiceAddon, DoubleState,
+    DoubleAddonDefinition, DoubleBillableItem, DoubleClient, DoubleCustomField, DoubleInvoice, DoubleInvoiceItem,
+    DoubleOrder, DoubleProduct, DoubleService, DoubleServiceAddon, DoubleState,
 };
 
 /// The largest request body accepted.
@@ -301,6 +306,27 @@ impl WhmcsDouble {
     /// The billable items, in creation order.
     pub fn billable_items(&self) -> Vec<DoubleBillableItem> {
         self.lock().state.billable_items.values().cloned().collect()
+    }
+
+    /// The invoices, by id.
+    pub fn invoices(&self) -> Vec<DoubleInvoice> {
+        self.lock().state.invoices.values().cloned().collect()
+    }
+
+    /// Runs WHMCS's daily cron job's invoicing: every client's due billable items go onto a new invoice (see
+    /// [`DoubleState::invoice_due_items`]). Returns how many invoices it created.
+    pub fn run_cron(&self) -> usize {
+        self.lock().state.invoice_due_items(None).len()
+    }
+
+    /// Deletes an uninvoiced billable item, as an administrator can in WHMCS's admin area (Billing → Billable
+    /// Items); `false` when there is none with `id` or it is invoiced already.
+    pub fn delete_billable_item(&self, id: u64) -> bool {
+        let mut shared = self.lock();
+        match shared.state.billable_items.get(&id) {
+            Some(b) if b.invoiceid.is_none() => shared.state.billable_items.remove(&id).is_some(),
+            _ => false,
+        }
     }
 
     /// The actions requested so far (lowercase), in order, whatever their outcome.

@@ -141,6 +141,40 @@ pub struct DoubleBillableItem {
     pub invoiceaction: String,
     /// `duedate`, as sent.
     pub duedate: String,
+    /// The invoice it was put on (by the cron or `GenInvoices`), `None` while uninvoiced.
+    pub invoiceid: Option<u64>,
+}
+
+/// An invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DoubleInvoice {
+    /// Invoice id.
+    pub id: u64,
+    /// Client id.
+    pub userid: u64,
+    /// Invoice date (`Y-m-d`).
+    pub date: String,
+    /// `Unpaid`, `Paid`, `Cancelled`, …
+    pub status: String,
+    /// The lines.
+    pub items: Vec<DoubleInvoiceItem>,
+}
+
+/// A line of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DoubleInvoiceItem {
+    /// Invoice item id.
+    pub id: u64,
+    /// `Item` for a billable item.
+    pub item_type: String,
+    /// The billable item's id (for `Item`).
+    pub relid: u64,
+    /// The line's text (a billable item's description).
+    pub description: String,
+    /// The amount.
+    pub amount: String,
 }
 
 /// Everything the double stores.
@@ -165,6 +199,10 @@ pub struct DoubleState {
     pub service_addons: BTreeMap<u64, DoubleServiceAddon>,
     /// Billable items by id, in creation order.
     pub billable_items: BTreeMap<u64, DoubleBillableItem>,
+    /// Invoices by id.
+    pub invoices: BTreeMap<u64, DoubleInvoice>,
+    /// The date invoices get (`Y-m-d`; empty: today in UTC).
+    pub today: String,
     next_id: u64,
 }
 
@@ -215,6 +253,9 @@ impl DoubleState {
             "getclientsaddons" => self.get_clients_addons(f, r),
             "updateclientaddon" => self.update_client_addon(f, r),
             "addbillableitem" => self.add_billable_item(f, r),
+            "geninvoices" => Ok(self.gen_invoices(f.id("clientid"), r)),
+            "getinvoices" => Ok(self.get_invoices(f, r)),
+            "getinvoice" => self.get_invoice(f, r),
             "whmcsdetails" if v.at_least(8, 0) => {
                 let mut m = ok();
                 m.insert(
@@ -681,10 +722,117 @@ impl DoubleState {
                 hours: f.get("hours").unwrap_or_default().to_owned(),
                 invoiceaction: action.to_owned(),
                 duedate: duedate.to_owned(),
+                invoiceid: None,
             },
         );
         let mut m = ok();
         m.insert("billableid".into(), r.n(id));
+        Ok(m)
+    }
+}
+
+impl DoubleState {
+    /// Invoices the billable items that are due, as WHMCS's daily cron (and `GenInvoices`) does: per client, one
+    /// new invoice holding its uninvoiced items marked `nextcron`, `duedate` or `recur`, plus those marked
+    /// `nextinvoice` (they join the client's next invoice); `noinvoice` items stay uninvoiced. With `client`, only
+    /// that client's. Returns the new invoices' ids.
+    pub fn invoice_due_items(&mut self, client: Option<u64>) -> Vec<u64> {
+        let mut by_client: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for b in self.billable_items.values() {
+            if b.invoiceid.is_none() && client.is_none_or(|c| c == b.clientid) && b.invoiceaction != "noinvoice" {
+                by_client.entry(b.clientid).or_default().push(b.id);
+            }
+        }
+        let mut created = Vec::new();
+        for (userid, ids) in by_client {
+            let due = ids.iter().any(|id| self.billable_items[id].invoiceaction != "nextinvoice");
+            if !due {
+                continue;
+            }
+            let invoice = self.next();
+            let mut items = Vec::new();
+            for id in ids {
+                let line = self.next();
+                let b = self.billable_items.get_mut(&id).expect("listed above");
+                b.invoiceid = Some(invoice);
+                items.push(DoubleInvoiceItem {
+                    id: line,
+                    item_type: "Item".into(),
+                    relid: id,
+                    description: b.description.clone(),
+                    amount: b.amount.clone(),
+                });
+            }
+            let date = if self.today.is_empty() {
+                chrono::Utc::now().format("%Y-%m-%d").to_string()
+            } else {
+                self.today.clone()
+            };
+            self.invoices.insert(invoice, DoubleInvoice { id: invoice, userid, date, status: "Unpaid".into(), items });
+            created.push(invoice);
+        }
+        created
+    }
+
+    fn gen_invoices(&mut self, client: Option<u64>, r: &Render) -> Map<String, Value> {
+        let created = self.invoice_due_items(client);
+        let mut m = ok();
+        m.insert("numcreated".into(), r.n(created.len() as u64));
+        if client.is_some() {
+            m.insert("latestinvoiceid".into(), r.n(created.last().copied().unwrap_or(0)));
+        }
+        m
+    }
+
+    fn invoice_total(i: &DoubleInvoice) -> String {
+        let total: f64 = i.items.iter().map(|l| l.amount.trim().parse::<f64>().unwrap_or(0.0)).sum();
+        format!("{total:.2}")
+    }
+
+    fn get_invoices(&self, f: &Form, r: &Render) -> Map<String, Value> {
+        let (userid, status) = (f.id("userid"), f.get("status").filter(|s| !s.is_empty()));
+        let items = self
+            .invoices
+            .values()
+            .filter(|i| userid.is_none_or(|u| u == i.userid) && status.is_none_or(|s| s.eq_ignore_ascii_case(&i.status)))
+            .map(|i| {
+                let total = Self::invoice_total(i);
+                json!({"id": r.n(i.id), "userid": r.n(i.userid), "invoicenum": "", "date": i.date, "duedate": i.date,
+                       "datepaid": "0000-00-00 00:00:00", "subtotal": total, "credit": "0.00", "tax": "0.00",
+                       "total": total, "status": i.status, "paymentmethod": "mailin", "notes": "", "currencycode": "USD"})
+            })
+            .collect();
+        r.page(f, "invoices", "invoice", items)
+    }
+
+    fn get_invoice(&self, f: &Form, r: &Render) -> Answer {
+        let id = f.id("invoiceid").unwrap_or(0);
+        let i = self.invoices.get(&id).ok_or("Invoice ID Not Found")?;
+        let total = Self::invoice_total(i);
+        let mut m = ok();
+        for (k, v) in [("invoiceid", r.n(i.id)), ("userid", r.n(i.userid))] {
+            m.insert(k.into(), v);
+        }
+        for (k, v) in
+            [("invoicenum", ""), ("date", i.date.as_str()), ("duedate", i.date.as_str()), ("status", i.status.as_str())]
+        {
+            m.insert(k.into(), v.into());
+        }
+        for k in ["subtotal", "total", "balance"] {
+            m.insert(k.into(), total.clone().into());
+        }
+        m.insert("paymentmethod".into(), "mailin".into());
+        m.insert("notes".into(), "".into());
+        let lines = i
+            .items
+            .iter()
+            .map(|l| {
+                json!({"id": r.n(l.id), "type": l.item_type, "relid": r.n(l.relid), "description": l.description,
+                            "amount": l.amount, "taxed": r.n(0)})
+            })
+            .collect();
+        r.put_list(&mut m, "items", "item", lines);
+        m.insert("transactions".into(), Value::String(String::new()));
         Ok(m)
     }
 }
