@@ -182,7 +182,10 @@ impl HostBillClient {
                 .and_then(|s| s.get("sorterrecords"))
                 .and_then(wap_billing_engine::billing_http::scalar::as_u64);
             let has_sorter = answer.get("sorter").is_some();
-            if new == 0 || !has_sorter || total.is_some_and(|t| out.len() as u64 >= t) {
+            // Page 1 may repeat page 0 (1-based paging reads `page=0` as the first page): only a later page that
+            // brings nothing new ends the list.
+            let repeated_first = page == 1 && new == 0 && !out.is_empty();
+            if (new == 0 && !repeated_first) || !has_sorter || total.is_some_and(|t| out.len() as u64 >= t) {
                 return Ok(out);
             }
         }
