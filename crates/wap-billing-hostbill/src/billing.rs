@@ -445,10 +445,23 @@ impl HostBillBilling {
             if account_of.contains_key(&l.subscription_id) {
                 continue;
             }
-            let a = self.find_account(None, &l.subscription_id).await?.ok_or_else(|| {
-                HandlerError::dependency_not_ready(format!("subscription {} is not in HostBill yet", l.subscription_id))
-            })?;
-            account_of.insert(l.subscription_id.clone(), a.id);
+            // Usage goes to the account whatever its status: the cached id needs no fresh read.
+            let cached = lock(&self.accounts).get(&l.subscription_id.to_ascii_lowercase()).copied();
+            let id = match cached {
+                Some(id) => id,
+                None => {
+                    self.find_account(None, &l.subscription_id)
+                        .await?
+                        .ok_or_else(|| {
+                            HandlerError::dependency_not_ready(format!(
+                                "subscription {} is not in HostBill yet",
+                                l.subscription_id
+                            ))
+                        })?
+                        .id
+                }
+            };
+            account_of.insert(l.subscription_id.clone(), id);
         }
         let mut per_account: BTreeMap<u64, Vec<NewUsage>> = BTreeMap::new();
         for (i, l) in lines.lines.iter().enumerate() {
