@@ -151,7 +151,11 @@ async fn sigkill_at_twenty_two_points_leaves_no_duplicate_and_loses_nothing() {
     while kills < KILLS {
         run_no += 1;
         let from = double.total_calls();
+        let usage_from = double.usage().len();
         let armed = (run_no % 3 == 0).then_some(1 + run_no % 4);
+        // Every third run is killed a few usage lines after it started sending: usually inside a batch's calls.
+        let mid_usage = (run_no % 3 == 1).then_some(3 + (run_no * 7) % 40);
+        let mut last_growth = (usage_from, Instant::now());
         let mut run = spawn(&sim, &double, &state_db, &plans, &addon, false, armed);
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut parked = None;
@@ -164,6 +168,18 @@ async fn sigkill_at_twenty_two_points_leaves_no_duplicate_and_loses_nothing() {
                         parked = Some(range.to_owned());
                         break;
                     }
+                }
+            } else if let Some(lines) = mid_usage {
+                let now = double.usage().len();
+                if now >= usage_from + lines {
+                    break;
+                }
+                if now != last_growth.0 {
+                    last_growth = (now, Instant::now());
+                } else if last_growth.1.elapsed() > Duration::from_secs(5)
+                    && double.total_calls() >= from + CALLS_PER_RUN
+                {
+                    break; // no usage left to send
                 }
             } else if double.total_calls() >= from + CALLS_PER_RUN {
                 break;
