@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use wap_billing_engine::billing_http::scalar::{as_f64, as_text, as_u64, keyed_entries};
+use wap_billing_engine::billing_http::scalar::{as_f64, as_text, as_u64, keyed_entries, KeyedEntry};
 
 use crate::error::Error;
 
@@ -56,7 +56,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The entries of a collection keyed by id or an array, empty in any of PHP's shapes.
-    pub(crate) fn entries(&self, key: &str) -> Result<Vec<(String, &'a Map<String, Value>)>, Error> {
+    pub(crate) fn entries(&self, key: &str) -> Result<Vec<KeyedEntry<'a>>, Error> {
         keyed_entries(self.map.get(key)).map_err(|at| self.err(&format!("{key}{at}"), "expected an object"))
     }
 }

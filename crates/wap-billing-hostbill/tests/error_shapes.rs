@@ -20,7 +20,7 @@ async fn mock(status: u16, body: &str, content_type: &str) -> (MockServer, HostB
     Mock::given(method("POST"))
         .and(path("/admin/api.php"))
         .and(body_string_contains("call=getClientAccounts"))
-        .and(body_string_contains(&format!("api_key={API_KEY}")))
+        .and(body_string_contains(format!("api_key={API_KEY}")))
         .respond_with(ResponseTemplate::new(status).set_body_raw(body.to_owned(), content_type))
         .mount(&server)
         .await;

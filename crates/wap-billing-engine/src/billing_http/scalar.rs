@@ -31,10 +31,13 @@ pub fn as_text(v: Option<&Value>) -> String {
     }
 }
 
+/// One entry of a keyed collection: its key (or array index) and its object.
+pub type KeyedEntry<'a> = (String, &'a Map<String, Value>);
+
 /// The entries of a collection that is either an object keyed by id (`{"236": {…}, "235": {…}}`) or an array
 /// (`[{…}]`); an empty one may be `[]`, `{}`, `""`, `null` or missing. Entries come in the order written; an
 /// entry that is not an object is reported by its key or index.
-pub fn keyed_entries<'a>(v: Option<&'a Value>) -> Result<Vec<(String, &'a Map<String, Value>)>, String> {
+pub fn keyed_entries(v: Option<&Value>) -> Result<Vec<KeyedEntry<'_>>, String> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
