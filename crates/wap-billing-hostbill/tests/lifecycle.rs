@@ -193,7 +193,7 @@ async fn usage_for_an_unknown_subscription_waits_and_an_unmapped_plan_is_not_pro
     let map = adapter.operator().identity_map();
     map.set(wap_billing_engine::store::IdentityKind::Plan, &plan, "11", "ops").await.unwrap();
     let deadline = tokio::time::Instant::now() + LIMIT;
-    while double.usage().len() < 1 {
+    while double.usage().is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the subscription and its usage never synced");
         adapter.wake();
         tokio::time::sleep(Duration::from_millis(20)).await;
