@@ -2,6 +2,7 @@
 
 pub mod adapter;
 mod backoff;
+pub mod billing_http;
 mod clock;
 pub mod config;
 pub mod handler;
