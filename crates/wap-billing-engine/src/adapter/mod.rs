@@ -81,9 +81,58 @@ pub enum AdapterError {
         #[source]
         source: std::io::Error,
     },
-    /// A wait ([`Adapter::sync`], [`Adapter::wait_caught_up`]) ran out of time.
-    #[error("timed out after {0:?} waiting for the processors")]
-    Timeout(Duration),
+    /// A wait ([`Adapter::sync`], [`Adapter::wait_caught_up`]) ran out of time. The error says why: what each
+    /// processor was doing when the time ran out (a phase, a feed's failing fetches, a hold, a dependency wait, a
+    /// lease held elsewhere) and the adapter's health problems then, which name the status code, the endpoint and
+    /// the setting to check (e.g. `answered HTTP 401 … check UsageServiceUsername / UsageServicePassword`).
+    #[error("timed out after {after:?} waiting for the processors{}", wait_causes(waiting, problems))]
+    Timeout {
+        /// How long the wait lasted.
+        after: Duration,
+        /// One line per processor that had not reached the awaited state: what it was doing.
+        waiting: Vec<String>,
+        /// The health problems at the end of the wait (as [`Adapter::health`] reports them).
+        problems: Vec<String>,
+    },
+}
+
+impl AdapterError {
+    /// Whether trying again may succeed without changing anything: a timed-out wait whose processors report no
+    /// problem (they were only slow). Settings, a missing part, a bad client setup, a listener that cannot be bound
+    /// and a wait stalled on a reported problem are permanent until someone acts; a state-store error follows
+    /// [`StoreError::is_retryable`].
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AdapterError::Timeout { problems, .. } => problems.is_empty(),
+            AdapterError::Store(e) => e.is_retryable(),
+            AdapterError::UsageClient(e) => e.is_retryable(),
+            AdapterError::Config(_) | AdapterError::Missing(_) | AdapterError::Bind { .. } => false,
+        }
+    }
+
+    /// For a timed-out wait, the health problems at its end (empty otherwise).
+    pub fn problems(&self) -> &[String] {
+        match self {
+            AdapterError::Timeout { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// `: <waiting>; <problems>` for a timed-out wait's message.
+fn wait_causes(waiting: &[String], problems: &[String]) -> String {
+    let mut out = String::new();
+    if !waiting.is_empty() {
+        out.push_str(": ");
+        out.push_str(&waiting.join("; "));
+    }
+    if problems.is_empty() {
+        out.push_str(" (no problem reported: the processors are only slow; wait longer)");
+    } else {
+        out.push_str(" — problems: ");
+        out.push_str(&problems.join("; "));
+    }
+    out
 }
 
 enum Listen {
@@ -425,6 +474,37 @@ impl AdapterBuilder {
     }
 }
 
+/// One line on what a processor that has not finished a wait is doing: its phase and, per feed, a PendingApproval
+/// hold or a dependency wait; on a standby instance, who holds the lease. (Failing fetches, halts, state-store
+/// errors and lease conflicts are in the health problems next to it.)
+fn describe_stall(status: &ProcessorStatus, report: Option<&ProcessorReport>, now: chrono::DateTime<Utc>) -> String {
+    let mut line = format!("{} processor {}", status.processor, phase_name(status.phase));
+    let mut details = Vec::new();
+    if status.phase == Phase::Standby || status.phase == Phase::Starting {
+        match report.and_then(|r| r.leader(now)) {
+            Some(holder) => details.push(format!(
+                "the lease is held by instance `{holder}`: this instance is not the leader, wait on that one"
+            )),
+            None => details.push("this instance has not taken the lease yet".to_owned()),
+        }
+    }
+    // Failing fetches, halts, state-store errors and lease conflicts are in the health problems.
+    for f in &status.feeds {
+        if let Some(h) = &f.held {
+            details.push(format!("{}: held at PendingApproval event {} since {}", f.feed, h.event_id, h.since));
+        }
+        if let Some(w) = &f.waiting {
+            details.push(format!("{}: event {} waits on a dependency: {}", f.feed, w.event_id, w.reason));
+        }
+    }
+    if !details.is_empty() {
+        line.push_str(" (");
+        line.push_str(&details.join("; "));
+        line.push(')');
+    }
+    line
+}
+
 /// Completes once the shutdown flag is set (or its sender is gone).
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
@@ -720,13 +800,34 @@ impl Adapter {
     /// Waits until every enabled processor of this instance is caught up (or halted): the first-run backfill is
     /// over. Needs this instance to be the leader.
     pub async fn wait_caught_up(&self, timeout: Duration) -> Result<Vec<ProcessorStatus>, AdapterError> {
-        let waits = self
+        let done = |s: &ProcessorStatus| matches!(s.phase, Phase::CaughtUp | Phase::Halted);
+        let waits = self.running_handles().into_iter().map(|h| async move { h.wait_for(done).await });
+        match tokio::time::timeout(timeout, futures_util::future::join_all(waits)).await {
+            Ok(statuses) => Ok(statuses),
+            Err(_) => Err(self.timed_out(timeout, |_, s| done(s)).await),
+        }
+    }
+
+    /// The [`AdapterError::Timeout`] of a wait that lasted `after`: what each processor not `finished` is doing,
+    /// and the health problems now.
+    async fn timed_out(
+        &self,
+        after: Duration,
+        finished: impl Fn(&ProcessorHandle, &ProcessorStatus) -> bool,
+    ) -> AdapterError {
+        let report = self.shared.status().await;
+        let health = report.health(self.shared.shutting_down.load(Ordering::Relaxed));
+        let waiting = self
             .running_handles()
-            .into_iter()
-            .map(|h| async move { h.wait_for(|s| matches!(s.phase, Phase::CaughtUp | Phase::Halted)).await });
-        tokio::time::timeout(timeout, futures_util::future::join_all(waits))
-            .await
-            .map_err(|_| AdapterError::Timeout(timeout))
+            .iter()
+            .filter_map(|h| {
+                let status = h.status();
+                (!finished(h, &status)).then(|| describe_stall(&status, report.processor(h.processor()), report.at))
+            })
+            .collect();
+        let error = AdapterError::Timeout { after, waiting, problems: health.problems };
+        tracing::warn!(%error, "wait timed out");
+        error
     }
 
     /// Polls now and waits until each enabled processor has finished a round that started after this call (see
@@ -734,10 +835,20 @@ impl Adapter {
     /// returned phases), everything WAP served before the call has been handed to the billing system. Needs this
     /// instance to be the leader.
     pub async fn sync(&self, timeout: Duration) -> Result<Vec<ProcessorStatus>, AdapterError> {
-        let waits = self.running_handles().into_iter().map(|h| async move { h.sync_once().await });
-        tokio::time::timeout(timeout, futures_util::future::join_all(waits))
-            .await
-            .map_err(|_| AdapterError::Timeout(timeout))
+        let handles = self.running_handles();
+        let started: Vec<(ProcessorKind, u64)> =
+            handles.iter().map(|h| (h.processor(), h.status().rounds_started)).collect();
+        let waits = handles.into_iter().map(|h| async move { h.sync_once().await });
+        match tokio::time::timeout(timeout, futures_util::future::join_all(waits)).await {
+            Ok(statuses) => Ok(statuses),
+            Err(_) => {
+                let finished = |h: &ProcessorHandle, s: &ProcessorStatus| {
+                    let round = started.iter().find(|(k, _)| *k == h.processor()).map_or(0, |(_, n)| *n);
+                    s.last_finished_round > round || s.phase == Phase::Stopped
+                };
+                Err(self.timed_out(timeout, finished).await)
+            }
+        }
     }
 
     /// Runs until Ctrl-C (or SIGTERM on Unix), then shuts down gracefully.
