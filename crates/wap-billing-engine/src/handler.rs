@@ -212,6 +212,49 @@ impl HandlerError {
     }
 }
 
+/// `?` on an I/O error inside a handler: a [`HandlerError::Failed`] wrapping it (one attempt spent).
+impl From<std::io::Error> for HandlerError {
+    fn from(error: std::io::Error) -> Self {
+        HandlerError::from_error(error)
+    }
+}
+
+/// `?` on any boxed error (`Box<dyn Error + Send + Sync>`, what `anyhow`-free code and many clients return): a
+/// [`HandlerError::Failed`] wrapping it.
+impl From<Box<dyn StdError + Send + Sync>> for HandlerError {
+    fn from(error: Box<dyn StdError + Send + Sync>) -> Self {
+        HandlerError::Failed { message: error.to_string(), record_event_id: None, source: Some(error) }
+    }
+}
+
+/// `?` on a state-store error (an [`IdentityMap`] call inside a handler): a [`HandlerError::Failed`] wrapping it.
+impl From<crate::store::StoreError> for HandlerError {
+    fn from(error: crate::store::StoreError) -> Self {
+        HandlerError::from_error(error)
+    }
+}
+
+/// `?` on a JSON error (e.g. parsing [`EventContext::raw_entity`]): a [`HandlerError::Failed`] wrapping it.
+impl From<serde_json::Error> for HandlerError {
+    fn from(error: serde_json::Error) -> Self {
+        HandlerError::from_error(error)
+    }
+}
+
+/// A [`HandlerError::Failed`] with this message (`Err("no such customer")?`, `Err(format!(…))?`).
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        HandlerError::failed(message)
+    }
+}
+
+/// A [`HandlerError::Failed`] with this message.
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        HandlerError::failed(message)
+    }
+}
+
 /// Applies plan, add-on and subscription events to the billing system: one typed method per entity, receiving
 /// the [`EntityChange`] (created / updated / patched / deleted) and the [`EventContext`].
 ///

@@ -125,8 +125,10 @@ wire_object! {
     /// A link to an add-on: on `/billing/subscriptionAddons` (an add-on bought by a subscription, parent =
     /// subscription) and `/billing/planAddons` (an add-on linked to a plan, parent = plan; shape decided).
     pub struct PlanAddonReference {
-        /// `AddOnId`: the catalogue add-on id.
-        add_on_id: String => "AddOnId";
+        /// `AddOnId`: the catalogue add-on id. The link's identifier, never `null` on the wire
+        /// (docs/protocol/usage-service.md §3.9): like `Id` and `SubscriptionID` it is required, also in a Patch, and
+        /// a record without it is an error naming `AddOnId` (not an empty id).
+        add_on_id: String => "AddOnId", required;
         /// `AddOnInstanceId` (read also as `InstanceId`): the instance in a subscription, `null` at purchase.
         add_on_instance_id: Option<String> => "AddOnInstanceId" | "InstanceId";
         /// `AcquisitionTime` (read also as `AquisitionTime`).
@@ -137,8 +139,9 @@ wire_object! {
 wire_object! {
     /// A resource provider linked to a plan (`/billing/planServices`; shape decided after the sample).
     pub struct ResourceProviderReference {
-        /// `Name`: the resource provider name.
-        name: String => "Name";
+        /// `Name`: the resource provider name, the link's identifier: required (an error naming `Name` when
+        /// missing), like `AddOnId`.
+        name: String => "Name", required;
         /// `InstanceId`.
         instance_id: Option<String> => "InstanceId";
         /// `ConfigState`.

@@ -38,7 +38,7 @@ use wap_usage_client::{UsageClient, UsageClientBuilder};
 use self::admin::AdminServer;
 use self::observe::{ObservedSource, SourceCounters};
 pub use self::report::{phase_name, AdapterStatus, FeedReport, Health, HealthState, ProcessorReport};
-use crate::config::{ConfigError, EngineConfig};
+use crate::config::{EngineConfig, EngineConfigError};
 use crate::handler::{EventHandler, UsageHandler};
 use crate::identity::{IdentityMap, StoreIdentityMap};
 use crate::journal::{InDoubtResolution, Intent};
@@ -60,7 +60,7 @@ const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum AdapterError {
     /// A setting is invalid, or the billing system's version check failed (docs/protocol/adapter-engine.md §9).
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] EngineConfigError),
     /// A part the configuration needs was not given (e.g. an event handler with the notification processor on).
     #[error("adapter incomplete: {0}")]
     Missing(String),
