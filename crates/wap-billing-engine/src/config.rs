@@ -56,6 +56,24 @@ pub enum EngineConfigError {
 }
 
 /// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default.
+///
+/// ```
+/// use std::time::Duration;
+/// use wap_billing_engine::EngineConfig;
+///
+/// let mut builder = EngineConfig::builder()
+///     .instance_id("billing-1")
+///     .state_database_url("sqlite:///var/lib/wap-billing/state.db")
+///     .sync_interval(Duration::from_secs(30));
+/// builder.set("RetryMaxAttempts", "3")?; // the settings file's names (docs/protocol/adapter-engine.md §10)
+/// let config = builder.build()?;
+/// assert_eq!((config.retry_max_attempts, config.sync_interval), (3, Duration::from_secs(30)));
+///
+/// // A wrong value names its key.
+/// let err = EngineConfig::builder().sync_interval(Duration::ZERO).build().unwrap_err();
+/// assert!(err.to_string().contains("SyncIntervalMilliseconds"), "{err}");
+/// # Ok::<(), wap_billing_engine::EngineConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EngineConfig {

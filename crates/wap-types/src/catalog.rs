@@ -125,10 +125,10 @@ wire_object! {
     /// A link to an add-on: on `/billing/subscriptionAddons` (an add-on bought by a subscription, parent =
     /// subscription) and `/billing/planAddons` (an add-on linked to a plan, parent = plan; shape decided).
     pub struct PlanAddonReference {
-        /// `AddOnId`: the catalogue add-on id. The link's identifier, never `null` on the wire
-        /// (docs/protocol/usage-service.md §3.9): like `Id` and `SubscriptionID` it is required, also in a Patch, and
-        /// a record without it is an error naming `AddOnId` (not an empty id).
-        add_on_id: String => "AddOnId", required;
+        /// `AddOnId`: the catalogue add-on id, the link's identifier. Never `null` on the wire
+        /// (docs/protocol/usage-service.md §3.9), so not an `Option`, like `Id` and `SubscriptionID`; a record
+        /// without it reads as an empty id rather than failing its page (the `planAddons` shape is a guess, §2).
+        add_on_id: String => "AddOnId";
         /// `AddOnInstanceId` (read also as `InstanceId`): the instance in a subscription, `null` at purchase.
         add_on_instance_id: Option<String> => "AddOnInstanceId" | "InstanceId";
         /// `AcquisitionTime` (read also as `AquisitionTime`).
@@ -139,9 +139,8 @@ wire_object! {
 wire_object! {
     /// A resource provider linked to a plan (`/billing/planServices`; shape decided after the sample).
     pub struct ResourceProviderReference {
-        /// `Name`: the resource provider name, the link's identifier: required (an error naming `Name` when
-        /// missing), like `AddOnId`.
-        name: String => "Name", required;
+        /// `Name`: the resource provider name.
+        name: String => "Name";
         /// `InstanceId`.
         instance_id: Option<String> => "InstanceId";
         /// `ConfigState`.

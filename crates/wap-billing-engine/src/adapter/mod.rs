@@ -660,6 +660,80 @@ impl Shared {
 
 /// A running billing adapter. Build it with [`Adapter::builder`]; stop it with [`Adapter::shutdown`] (dropping it
 /// aborts nothing: the tasks keep running until the runtime ends, and leases then expire after their TTL).
+///
+/// A whole adapter with a custom billing system, runnable as it is (an in-memory Usage Service stands in for WAP;
+/// in production pass [`AdapterBuilder::usage_service`] a [`UsageClient`] builder instead):
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use wap_billing_engine::wap_types::{
+///     EventMethod, NotificationState, Plan, StringMap, UsageEvent, UsageRecord, WapDateTime,
+/// };
+/// use wap_billing_engine::{
+///     async_trait, Adapter, EngineConfig, EntityChange, EventContext, EventHandler, FeedItem, HandlerError,
+///     MemorySource, UsageBatch, UsageHandler,
+/// };
+///
+/// /// A billing system that keeps plans and usage lines in memory (yours writes to its database or API).
+/// #[derive(Default)]
+/// struct MyBilling {
+///     plans: Mutex<Vec<String>>,
+///     usage: Mutex<Vec<i64>>,
+/// }
+///
+/// #[async_trait]
+/// impl EventHandler for MyBilling {
+///     async fn plan(&self, _ctx: &EventContext<'_>, change: EntityChange<'_, Plan>) -> Result<(), HandlerError> {
+///         self.plans.lock().unwrap().push(format!("{} {}", change.verb(), change.entity().id));
+///         Ok(())
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl UsageHandler for MyBilling {
+///     async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
+///         // Store per record, keyed by EventId: a batch may come again (see the handler module).
+///         self.usage.lock().unwrap().extend(batch.records.iter().map(|r| r.event_id));
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let wap = MemorySource::new();
+/// let gold = Plan { id: "gold".into(), ..Default::default() };
+/// wap.push(FeedItem::Plan(UsageEvent::new(1, NotificationState::Acknowledged, EventMethod::Post, gold)));
+/// let mut meters = StringMap::new();
+/// meters.insert("DatabaseCount".into(), "2".into());
+/// wap.push(FeedItem::Usage(UsageRecord {
+///     event_id: 7,
+///     subscription_id: "6f1a93c2-0b7e-4d51-9a3e-5c2b8e0d4f17".into(),
+///     start_time: WapDateTime::parse("2015-06-02T08:00:00")?,
+///     end_time: WapDateTime::parse("2015-06-02T09:00:00")?,
+///     resources: meters,
+///     ..Default::default()
+/// }));
+///
+/// let dir = tempfile::tempdir()?;
+/// let config = EngineConfig::builder()
+///     .instance_id("billing-1")
+///     .state_database_url(format!("sqlite://{}", dir.path().join("state.db").display()))
+///     .build()?;
+/// let billing = Arc::new(MyBilling::default());
+/// let adapter = Adapter::builder(config)
+///     .source(Arc::new(wap)) // production: .usage_service(UsageClient::builder().base_url(…).basic_credentials(…))
+///     .billing_system(Arc::clone(&billing))
+///     .start()
+///     .await?;
+/// adapter.wait_caught_up(Duration::from_secs(30)).await?; // on a timeout the error names the cause
+/// adapter.shutdown().await;
+///
+/// assert_eq!(*billing.plans.lock().unwrap(), ["created gold"]);
+/// assert_eq!(*billing.usage.lock().unwrap(), [7]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Adapter {
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
