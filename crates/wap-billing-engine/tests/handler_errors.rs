@@ -122,12 +122,8 @@ fn former_error_names_still_compile() {
     fn engine(e: wap_billing_engine::ConfigError) -> wap_billing_engine::EngineConfigError {
         e
     }
-    fn responder(e: wap_billing_engine::responder::ConfigError) -> wap_billing_engine::responder::ResponderConfigError {
-        e
-    }
     let e = wap_billing_engine::EngineConfig::builder().sync_interval(Duration::ZERO).build().unwrap_err();
     assert!(engine(e).to_string().contains("SyncIntervalMilliseconds"));
-    let _ = responder;
     // Any error of the crate converts into its one top-level error.
     let top: wap_billing_engine::Error = HandlerError::failed("x").into();
     assert!(top.is_retryable());
