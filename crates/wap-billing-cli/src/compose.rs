@@ -44,7 +44,7 @@ impl StartError {
             AdapterError::Bind { .. } => "admin.listen",
             AdapterError::UsageClient(_) => "usage_service",
             AdapterError::Store(_) => "state.url",
-            AdapterError::Config(wap_billing_engine::ConfigError::UnexpectedBillingSystemVersion { .. }) => {
+            AdapterError::Config(wap_billing_engine::EngineConfigError::UnexpectedBillingSystemVersion { .. }) => {
                 "billing.expected_version / billing.allow_unexpected_version"
             }
             _ => "the settings",

@@ -2,10 +2,12 @@
 
 pub mod compose;
 pub mod demo;
+mod error;
 pub mod export;
 pub mod ops;
 pub mod settings;
 
+pub use error::{Error, Result};
 pub use settings::{Problem, Settings, SettingsError};
 
 /// The annotated example settings file that `wap-billing config example` prints (also

@@ -20,10 +20,15 @@ pub enum ElectionMode {
     SingleInstance,
 }
 
+/// The former name of [`EngineConfigError`], kept so that existing code compiles (the responder's settings error
+/// had the same name; see `ResponderConfigError` of `wap-responder`).
+#[deprecated(since = "0.1.0", note = "renamed `EngineConfigError`")]
+pub type ConfigError = EngineConfigError;
+
 /// A setting that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum EngineConfigError {
     /// A value could not be read.
     #[error("setting {key}: {reason} (got {value:?})")]
     InvalidValue {
@@ -50,8 +55,25 @@ pub enum ConfigError {
     },
 }
 
-/// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default. `Debug` shows
-/// the state database URL with its password replaced by `***`.
+/// The engine's settings. Build with [`EngineConfig::builder`]; every field has the spec's default.
+///
+/// ```
+/// use std::time::Duration;
+/// use wap_billing_engine::EngineConfig;
+///
+/// let mut builder = EngineConfig::builder()
+///     .instance_id("billing-1")
+///     .state_database_url("sqlite:///var/lib/wap-billing/state.db")
+///     .sync_interval(Duration::from_secs(30));
+/// builder.set("RetryMaxAttempts", "3")?; // the settings file's names (docs/protocol/adapter-engine.md §10)
+/// let config = builder.build()?;
+/// assert_eq!((config.retry_max_attempts, config.sync_interval), (3, Duration::from_secs(30)));
+///
+/// // A wrong value names its key.
+/// let err = EngineConfig::builder().sync_interval(Duration::ZERO).build().unwrap_err();
+/// assert!(err.to_string().contains("SyncIntervalMilliseconds"), "{err}");
+/// # Ok::<(), wap_billing_engine::EngineConfigError>(())
+/// ```
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EngineConfig {
@@ -250,7 +272,7 @@ impl EngineConfig {
     /// The version check of docs/protocol/adapter-engine.md §9: with `BillingSystemExpectedVersion` set, a different `found`
     /// version is an error unless `AllowUnexpectedBillingSystemVersion` (then a warning is logged). Versions are
     /// compared after trimming, ignoring ASCII case.
-    pub fn check_billing_system_version(&self, found: &str) -> Result<(), ConfigError> {
+    pub fn check_billing_system_version(&self, found: &str) -> Result<(), EngineConfigError> {
         let Some(expected) = &self.billing_system_expected_version else {
             return Ok(());
         };
@@ -261,13 +283,13 @@ impl EngineConfig {
             tracing::warn!(expected = %expected, found = %found, "billing system version differs from the expected one; running anyway (AllowUnexpectedBillingSystemVersion)");
             return Ok(());
         }
-        Err(ConfigError::UnexpectedBillingSystemVersion { expected: expected.clone(), found: found.to_owned() })
+        Err(EngineConfigError::UnexpectedBillingSystemVersion { expected: expected.clone(), found: found.to_owned() })
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), EngineConfigError> {
         // A value that would make a loop spin (a zero sleep or TTL) or never end is refused with its key.
         let key = |key: &str, value: String, reason: &str| {
-            Err(ConfigError::InvalidValue { key: key.to_owned(), value, reason: reason.to_owned() })
+            Err(EngineConfigError::InvalidValue { key: key.to_owned(), value, reason: reason.to_owned() })
         };
         let ms = |d: Duration| d.as_millis().to_string();
         if self.retry_max_attempts == 0 {
@@ -428,10 +450,10 @@ impl EngineConfigBuilder {
         since = "0.1.0",
         note = "deserialize an EngineSettings (spec keys are aliases) and call config_builder"
     )]
-    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, EngineConfigError> {
         let k = key.trim();
         let v = value.trim();
-        let err = |reason: &str| ConfigError::InvalidValue {
+        let err = |reason: &str| EngineConfigError::InvalidValue {
             key: k.to_owned(),
             value: v.chars().take(64).collect(),
             reason: reason.to_owned(),
@@ -510,7 +532,7 @@ impl EngineConfigBuilder {
     }
 
     /// The validated settings.
-    pub fn build(self) -> Result<EngineConfig, ConfigError> {
+    pub fn build(self) -> Result<EngineConfig, EngineConfigError> {
         self.config.validate()?;
         Ok(self.config)
     }
@@ -599,7 +621,7 @@ mod tests {
             let mut b = EngineConfig::builder();
             assert!(b.set(k, v).unwrap());
             let e = b.build().unwrap_err();
-            assert!(matches!(&e, ConfigError::InvalidValue { key, .. } if key == k), "{k}: {e}");
+            assert!(matches!(&e, EngineConfigError::InvalidValue { key, .. } if key == k), "{k}: {e}");
             assert!(e.to_string().contains(k), "{e}");
         }
     }
@@ -610,7 +632,7 @@ mod tests {
         assert!(c.check_billing_system_version(" 5.2.7 ").is_ok());
         assert!(matches!(
             c.check_billing_system_version("6.0"),
-            Err(ConfigError::UnexpectedBillingSystemVersion { .. })
+            Err(EngineConfigError::UnexpectedBillingSystemVersion { .. })
         ));
         let lax = EngineConfig::builder()
             .billing_system_expected_version("5.2.7")

@@ -236,12 +236,83 @@ impl HandlerError {
     }
 }
 
+/// `?` on an I/O error inside a handler: a [`HandlerError::Failed`] wrapping it (one attempt spent).
+impl From<std::io::Error> for HandlerError {
+    fn from(error: std::io::Error) -> Self {
+        HandlerError::from_error(error)
+    }
+}
+
+/// `?` on any boxed error (`Box<dyn Error + Send + Sync>`, what `anyhow`-free code and many clients return): a
+/// [`HandlerError::Failed`] wrapping it.
+impl From<Box<dyn StdError + Send + Sync>> for HandlerError {
+    fn from(error: Box<dyn StdError + Send + Sync>) -> Self {
+        HandlerError::Failed { message: error.to_string(), record_event_id: None, source: Some(error) }
+    }
+}
+
+/// `?` on a state-store error (an [`IdentityMap`] call inside a handler): a [`HandlerError::Failed`] wrapping it.
+impl From<crate::store::StoreError> for HandlerError {
+    fn from(error: crate::store::StoreError) -> Self {
+        HandlerError::from_error(error)
+    }
+}
+
+/// `?` on a JSON error (e.g. parsing [`EventContext::raw_entity`]): a [`HandlerError::Failed`] wrapping it.
+impl From<serde_json::Error> for HandlerError {
+    fn from(error: serde_json::Error) -> Self {
+        HandlerError::from_error(error)
+    }
+}
+
+/// A [`HandlerError::Failed`] with this message (`Err("no such customer")?`, `Err(format!(…))?`).
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        HandlerError::failed(message)
+    }
+}
+
+/// A [`HandlerError::Failed`] with this message.
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        HandlerError::failed(message)
+    }
+}
+
 /// Applies plan, add-on and subscription events to the billing system: one typed method per entity, receiving
 /// the [`EntityChange`] (created / updated / patched / deleted) and the [`EventContext`].
 ///
 /// Every method defaults to accepting and ignoring the change (logged at debug level), so a billing system
 /// implements only the entities it keeps; a method it does implement sees every kind of change through an
 /// exhaustive `match`. Implementations must be idempotent (see the [module docs](self)).
+///
+/// ```
+/// use wap_billing_engine::wap_types::AdminSubscription;
+/// use wap_billing_engine::{async_trait, EntityChange, EventContext, EventHandler, HandlerError};
+///
+/// struct CsvBilling {
+///     path: std::path::PathBuf,
+/// }
+///
+/// #[async_trait] // re-exported: no dependency on async-trait needed
+/// impl EventHandler for CsvBilling {
+///     async fn subscription(
+///         &self,
+///         ctx: &EventContext<'_>,
+///         change: EntityChange<'_, AdminSubscription>,
+///     ) -> Result<(), HandlerError> {
+///         let sub = change.entity();
+///         let line = format!("{},{},{}\n", ctx.key, change.verb(), sub.subscription_id);
+///         // Idempotent: a line already written for this key is not written again.
+///         let done = std::fs::read_to_string(&self.path).unwrap_or_default();
+///         if !done.lines().any(|l| l.starts_with(&format!("{},", ctx.key))) {
+///             std::fs::write(&self.path, done + &line)?; // `?` on an io::Error: a failed attempt
+///         }
+///         Ok(())
+///     }
+///     // plan, addon, plan_addon, plan_service, subscription_addon: accepted and ignored by default.
+/// }
+/// ```
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
     /// `/billing/plans`: plan created, updated (including made Public or Decommissioned), patched, deleted.
@@ -365,6 +436,44 @@ impl<'a> UsageBatch<'a> {
 /// The engine hands over batches (the uncommitted records of one page, or less); on `Ok` it commits the batch's id
 /// range and the cursor in one transaction. The handler must store records idempotently **per record**
 /// (`(usage, EventId)`), see the [module docs](self).
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::sync::Mutex;
+/// use wap_billing_engine::wap_types::{StringMap, UsageRecord, WapDateTime};
+/// use wap_billing_engine::{async_trait, HandlerError, UsageBatch, UsageHandler};
+///
+/// /// Keeps each record once, by EventId (a batch may come again with other boundaries).
+/// #[derive(Default)]
+/// struct Meters(Mutex<BTreeMap<i64, UsageRecord>>);
+///
+/// #[async_trait]
+/// impl UsageHandler for Meters {
+///     async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
+///         let mut stored = self.0.lock().map_err(|_| "meter store poisoned")?; // a &str converts
+///         for record in batch.records {
+///             stored.entry(record.event_id).or_insert_with(|| record.clone());
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let record = UsageRecord {
+///     event_id: 7,
+///     subscription_id: "6f1a93c2-0b7e-4d51-9a3e-5c2b8e0d4f17".into(),
+///     start_time: WapDateTime::parse("2015-06-02T08:00:00").unwrap(),
+///     end_time: WapDateTime::parse("2015-06-02T09:00:00").unwrap(),
+///     resources: StringMap::new(),
+///     ..Default::default()
+/// };
+/// let meters = Meters::default();
+/// let records = [record.clone(), record];
+/// meters.apply_usage(UsageBatch::new(&records, 1)).await.unwrap();
+/// assert_eq!(meters.0.lock().unwrap().len(), 1, "stored once");
+/// # }
+/// ```
 #[async_trait]
 pub trait UsageHandler: Send + Sync + 'static {
     /// Applies a batch. On failure, name the failing record with [`HandlerError::for_record`] when known.

@@ -5,6 +5,7 @@ mod backoff;
 pub mod billing_http;
 mod clock;
 pub mod config;
+mod error;
 pub mod handler;
 pub mod identity;
 pub mod journal;
@@ -22,7 +23,14 @@ pub mod usage_service;
 pub use adapter::{
     Adapter, AdapterBuilder, AdapterError, AdapterStatus, AdminConfig, AdminService, Health, HealthState,
 };
-pub use config::{ConfigError, ElectionMode, EngineConfig, EngineConfigBuilder};
+/// The `#[async_trait]` attribute, re-exported to implement [`EventHandler`], [`UsageHandler`], [`IdentityMap`],
+/// [`FeedSource`] and [`StateStore`] without a dependency on `async-trait`: `#[wap_billing_engine::async_trait]`.
+/// (Forgetting it gives a lifetime error about `impl Future` not matching the trait.)
+pub use async_trait::async_trait;
+#[allow(deprecated)]
+pub use config::ConfigError;
+pub use config::{ElectionMode, EngineConfig, EngineConfigBuilder, EngineConfigError};
+pub use error::{Error, Result};
 pub use handler::{EntityChange, EventContext, EventHandler, HandlerError, IdempotencyKey, UsageBatch, UsageHandler};
 pub use identity::{IdentityMap, StoreIdentityMap};
 pub use journal::{Delivery, InDoubtResolution, Intent, Reconciliation};
@@ -45,5 +53,8 @@ pub use usage_lines::{UsageLine, UsageLines, UsagePeriod, UsageShape};
 pub use usage_service::UsageServiceSource;
 /// The approval and pricing responder the adapter serves (re-exported for [`AdapterBuilder::responder`]).
 pub use wap_responder as responder;
+/// The wire types the handler traits take ([`wap_types::Plan`], [`wap_types::UsageRecord`], …), re-exported so
+/// that a billing system needs no dependency of its own on `wap-types`: `use wap_billing_engine::wap_types::Plan;`.
+pub use wap_types;
 /// The Usage Service client the adapter pulls with (re-exported for [`AdapterBuilder::usage_service`]).
 pub use wap_usage_client as usage_client;

@@ -34,6 +34,23 @@ struct Inner {
 
 /// A Usage Service kept in memory: items per feed, served like the real one (`EventId >= startId`, at most
 /// `batchSize`), with injectable failures, a server-side page cap and shuffled pages. Cloning shares the data.
+///
+/// ```
+/// use wap_billing_engine::wap_types::{EventMethod, FeedKind, NotificationState, Plan, StartId, UsageEvent};
+/// use wap_billing_engine::{FeedItem, FeedSource, MemorySource};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let wap = MemorySource::new();
+/// for id in [3, 5] {
+///     let plan = Plan { id: format!("plan-{id}"), ..Default::default() };
+///     wap.push(FeedItem::Plan(UsageEvent::new(id, NotificationState::Acknowledged, EventMethod::Post, plan)));
+/// }
+/// let page = wap.fetch(FeedKind::Plans, StartId::new(4), 100).await.unwrap();
+/// assert_eq!(page.len(), 1, "startId is inclusive: only EventId 5");
+/// assert!(wap.fetch(FeedKind::Plans, StartId::new(6), 100).await.unwrap().is_empty(), "[] past the end");
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct MemorySource {
     inner: Arc<Mutex<Inner>>,

@@ -1,23 +1,38 @@
-//! [`Invoice`]: what a subscription owes according to the ledger, printable as a table.
+//! [`Invoice`]: what a subscription owes according to the ledger, printable as a table a billing engineer reads:
+//! an invoice number, a period and a currency; units per meter as the provider reports them (whole numbers where
+//! the meter is whole); a note on a suspended or deleted subscription's charge; unpriced lines with the reason.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
+use wap_types::WapDateTime;
 
-use super::LedgerError;
+use super::{LedgerError, SqliteLedger};
+
+/// The currency of invoices until [`SqliteLedger::set_currency`] sets another (the price answers of the
+/// reference ledger are written in dollars).
+pub const DEFAULT_CURRENCY: &str = "USD";
 
 /// A subscription's invoice: its plan, its add-ons and its usage per meter, priced with the ledger's price list.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Invoice {
+    /// The invoice number: `INV-<period start, yyyymmdd, or "OPEN" without usage>-<the subscription id's first 8
+    /// letters and digits, upper case>`; the same subscription and period always give the same number.
+    pub invoice_number: String,
+    /// The billing period: from the earliest `StartTime` to the latest `EndTime` of the subscription's usage
+    /// records (`None` when it has none: then only the monthly fees are listed).
+    pub period: Option<InvoicePeriod>,
+    /// The ISO 4217 code every amount is in ([`SqliteLedger::set_currency`], default [`DEFAULT_CURRENCY`]).
+    pub currency: String,
     /// The WAP `SubscriptionID`.
     pub subscription_id: String,
     /// `SubscriptionName`.
     pub subscription_name: Option<String>,
     /// `AccountAdminLiveEmailId`.
     pub account: Option<String>,
-    /// `active`, `suspended`, `deleted` or `unknown`.
+    /// `active`, `suspended`, `deleted`, `delete pending` or `unknown`.
     pub status: &'static str,
     /// `PlanId`.
     pub plan_id: Option<String>,
@@ -31,6 +46,25 @@ pub struct Invoice {
     pub usage: Vec<InvoiceUsage>,
     /// Usage records of the subscription in the ledger.
     pub usage_records: u64,
+    /// What a reader must know about the charge: how a suspended or deleted subscription is charged, how
+    /// quantities are summed, why a line is not charged. Printed under the table.
+    pub notes: Vec<String>,
+}
+
+/// The billing period of an [`Invoice`] (UTC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoicePeriod {
+    /// The earliest `StartTime` of the usage records.
+    pub start: WapDateTime,
+    /// The latest `EndTime` of the usage records.
+    pub end: WapDateTime,
+}
+
+impl fmt::Display for InvoicePeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fmt = |t: &WapDateTime| t.to_utc().format("%Y-%m-%d %H:%M").to_string();
+        write!(f, "{} to {} UTC", fmt(&self.start), fmt(&self.end))
+    }
 }
 
 /// An add-on on an invoice.
@@ -49,6 +83,52 @@ pub struct InvoiceAddOn {
     pub removed: bool,
 }
 
+/// How a meter's quantity reads: its unit as the provider reports it and whether it counts whole things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MeterUnit {
+    /// The unit the provider reports the meter in (`MB`, `GB`, `databases`, `vCPUs`, `%`, `units` when unknown).
+    pub unit: &'static str,
+    /// Whole numbers only (a count, whole MB): the quantity is shown without decimals.
+    pub whole: bool,
+    /// A percentage or other level that is averaged over the records instead of summed.
+    pub averaged: bool,
+}
+
+impl MeterUnit {
+    const fn new(unit: &'static str, whole: bool) -> Self {
+        MeterUnit { unit, whole, averaged: false }
+    }
+
+    /// The unit of a meter of WAP's own resource providers (SQL Server, MySQL, web sites, VMs; the web-site
+    /// `…Bytes` meters are reported in MB, docs/protocol/usage-service.md §3.1), else guessed from the meter's name
+    /// (`…MB`, `…GB`, `…Count`, `…Percent…`, `…Bytes`), else `units`.
+    pub fn of(provider: &str, meter: &str) -> MeterUnit {
+        let p = provider.to_ascii_lowercase();
+        let m = meter.to_ascii_lowercase();
+        match (p.as_str(), m.as_str()) {
+            ("sqlservers" | "mysqlservers", "totalallottedspace") => return MeterUnit::new("MB", true),
+            ("sqlservers" | "mysqlservers", "databasecount") => return MeterUnit::new("databases", true),
+            ("webspaces" | "websites", m) if m.ends_with("bytes") => return MeterUnit::new("MB", false),
+            ("systemcenter", "cpuallocationcount") => return MeterUnit::new("vCPUs", true),
+            _ => {}
+        }
+        if m.contains("percent") {
+            MeterUnit { unit: "%", whole: false, averaged: true }
+        } else if m.ends_with("mb") {
+            MeterUnit::new("MB", true)
+        } else if m.ends_with("gb") {
+            MeterUnit::new("GB", true)
+        } else if m.ends_with("bytes") {
+            MeterUnit::new("bytes", true)
+        } else if m.ends_with("count") {
+            MeterUnit::new("count", true)
+        } else {
+            MeterUnit::new("units", false)
+        }
+    }
+}
+
 /// A usage line: one meter of one provider.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -63,12 +143,40 @@ pub struct InvoiceUsage {
     pub records: u64,
     /// Price per unit, when priced.
     pub rate: Option<f64>,
+    /// The meter's unit ([`MeterUnit::of`]).
+    pub unit: MeterUnit,
 }
 
 impl InvoiceUsage {
-    /// `quantity × rate`, when priced.
+    /// The quantity charged: the sum over the records (rounded to a whole number for a whole meter), or for an
+    /// averaged meter (a percentage) the average over the records.
+    pub fn billed_quantity(&self) -> f64 {
+        if self.unit.averaged {
+            if self.records == 0 {
+                0.0
+            } else {
+                self.quantity / self.records as f64
+            }
+        } else if self.unit.whole {
+            self.quantity.round()
+        } else {
+            self.quantity
+        }
+    }
+
+    /// `billed_quantity × rate`, when priced.
     pub fn amount(&self) -> Option<f64> {
-        self.rate.map(|r| r * self.quantity)
+        self.rate.map(|r| r * self.billed_quantity())
+    }
+
+    /// Why the line is not charged, when it has no rate.
+    pub fn unpriced_reason(&self) -> Option<String> {
+        self.rate.is_none().then(|| {
+            format!(
+                "no rate for {} {} in the price list (set one with SqliteLedger::set_meter_rate)",
+                self.provider, self.meter
+            )
+        })
     }
 }
 
@@ -89,9 +197,10 @@ impl Invoice {
     }
 }
 
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
+/// A quantity: no decimals for a whole meter (or a whole value), else two.
+fn quantity(v: f64, whole: bool) -> String {
+    if (whole || v.fract() == 0.0) && v.abs() < 1e15 {
+        format!("{:.0}", v.round())
     } else {
         format!("{v:.2}")
     }
@@ -117,40 +226,128 @@ fn cut(text: &str, width: usize) -> String {
     }
 }
 
-const ITEM: usize = 52;
-const RULE: &str = "  ----------------------------------------------------  ------------  ----------  ----------";
+const ITEM: usize = 46;
+const RULE: &str = "  ----------------------------------------------  ------------  ----------  ----------  ----------";
 
 impl fmt::Display for Invoice {
-    /// A table: header lines, one line per plan / add-on / meter, the total.
+    /// Header lines (invoice number, period, currency, subscription, account), a table with one line per plan /
+    /// add-on / meter (quantity, unit, rate, amount), the total, then the notes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.subscription_name.as_deref().unwrap_or("(unnamed)");
+        writeln!(f, "Invoice       {}", self.invoice_number)?;
+        match &self.period {
+            Some(p) => writeln!(f, "Period        {p}")?,
+            None => writeln!(f, "Period        (no usage recorded: monthly fees only)")?,
+        }
+        writeln!(f, "Currency      {}", self.currency)?;
         writeln!(f, "Subscription  {name}  [{}]", self.subscription_id)?;
         writeln!(f, "Account       {}  ({})", self.account.as_deref().unwrap_or("-"), self.status)?;
-        writeln!(f, "  {:<ITEM$}  {:>12}  {:>10}  {:>10}", "Item", "Quantity", "Rate", "Amount")?;
+        writeln!(f, "  {:<ITEM$}  {:>12}  {:<10}  {:>10}  {:>10}", "Item", "Quantity", "Unit", "Rate", "Amount")?;
         writeln!(f, "{RULE}")?;
+        let line = |f: &mut fmt::Formatter<'_>, item: &str, qty: &str, unit: &str, rate: &str, amount: &str| {
+            writeln!(f, "  {:<ITEM$}  {qty:>12}  {:<10}  {rate:>10}  {amount:>10}", cut(item, ITEM), cut(unit, 10))
+        };
         let plan = self.plan_name.as_deref().or(self.plan_id.as_deref()).unwrap_or("(no plan)");
-        let item = cut(&format!("Plan    {plan}"), ITEM);
-        writeln!(f, "  {item:<ITEM$}  {:>12}  {:>10}  {:>10}", 1, money(self.plan_price), money(self.plan_price))?;
+        let plan_rate = self.plan_price.map_or_else(|| "unpriced".to_owned(), |p| format!("{p:.2}"));
+        line(f, &format!("Plan    {plan}"), "1", "month", &plan_rate, &money(self.plan_price))?;
         for a in &self.add_ons {
             let label = a.name.as_deref().unwrap_or(&a.add_on_id);
             let label = if a.removed { format!("Add-on  {label} (removed)") } else { format!("Add-on  {label}") };
             let amount = if a.removed { None } else { a.price };
-            writeln!(f, "  {:<ITEM$}  {:>12}  {:>10}  {:>10}", cut(&label, ITEM), 1, money(a.price), money(amount))?;
+            let price = a.price.map_or_else(|| "unpriced".to_owned(), |p| format!("{p:.2}"));
+            line(f, &label, "1", "month", &price, &money(amount))?;
         }
         for u in &self.usage {
-            let label = cut(&format!("Usage   {} {}", u.provider, u.meter), ITEM);
-            writeln!(
+            let unit = if u.unit.averaged { format!("{} (avg)", u.unit.unit) } else { u.unit.unit.to_owned() };
+            line(
                 f,
-                "  {label:<ITEM$}  {:>12}  {:>10}  {:>10}",
-                number(u.quantity),
-                u.rate.map_or_else(|| "-".to_owned(), rate),
-                money(u.amount())
+                &format!("Usage   {} {}", u.provider, u.meter),
+                &quantity(u.billed_quantity(), u.unit.whole),
+                &unit,
+                &u.rate.map_or_else(|| "unpriced".to_owned(), rate),
+                &money(u.amount()),
             )?;
         }
         writeln!(f, "{RULE}")?;
         let note = format!("{} usage record(s)", self.usage_records);
-        write!(f, "  {note:<ITEM$}  {:>12}  {:>10}  {:>10}", "", "Total", format!("{:.2}", self.total()))
+        write!(
+            f,
+            "  {note:<ITEM$}  {:>12}  {:<10}  {:>10}  {:>10}",
+            "",
+            "",
+            format!("Total {}", self.currency),
+            format!("{:.2}", self.total())
+        )?;
+        if !self.notes.is_empty() {
+            write!(f, "\n  Notes:")?;
+            for n in &self.notes {
+                write!(f, "\n  * {n}")?;
+            }
+        }
+        Ok(())
     }
+}
+
+impl SqliteLedger {
+    /// Sets the currency of the prices and invoices (an ISO 4217 code such as `EUR`; default
+    /// [`DEFAULT_CURRENCY`]). Kept in the ledger's price list.
+    pub async fn set_currency(&self, code: &str) -> Result<(), LedgerError> {
+        let code = code.trim().to_ascii_uppercase();
+        self.run(move |c| {
+            c.execute("DELETE FROM price WHERE kind = 'currency'", [])?;
+            c.execute("INSERT INTO price (kind, id, amount) VALUES ('currency', ?1, 0)", params![code])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// `INV-<yyyymmdd>-<8 letters and digits of the subscription id>`.
+fn invoice_number(subscription_id: &str, period: Option<&InvoicePeriod>) -> String {
+    let date = period.map_or_else(|| "OPEN".to_owned(), |p| p.start.to_utc().format("%Y%m%d").to_string());
+    let id: String =
+        subscription_id.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>().to_ascii_uppercase();
+    format!("INV-{date}-{id}")
+}
+
+/// The notes of an invoice: the status, the quantities, unpriced lines.
+fn notes(status: &str, plan_priced: bool, usage: &[InvoiceUsage], add_ons: &[InvoiceAddOn]) -> Vec<String> {
+    let mut out = Vec::new();
+    match status {
+        "suspended" => out.push(
+            "Suspended subscription: WAP keeps its resources, so the monthly fees are charged in full (not prorated: \
+             the ledger does not record when it was suspended); usage is charged as metered."
+                .to_owned(),
+        ),
+        "deleted" | "delete pending" => out.push(format!(
+            "{} subscription: the monthly fees are charged in full for this period (not prorated: the ledger does \
+             not record when it was deleted); usage up to the deletion is charged as metered.",
+            if status == "deleted" { "Deleted" } else { "Deletion pending for this" }
+        )),
+        _ => {}
+    }
+    if !usage.is_empty() {
+        out.push(
+            "Quantities are the sum of each meter over the usage records, in the provider's unit (a level such as \
+             allocated MB summed over hourly records is MB-hours); percentages are averaged."
+                .to_owned(),
+        );
+    }
+    if !plan_priced {
+        out.push("Plan not charged: it has no price in the price list (SqliteLedger::set_plan_price).".to_owned());
+    }
+    for a in add_ons.iter().filter(|a| a.price.is_none() && !a.removed) {
+        out.push(format!(
+            "Add-on {} not charged: it has no price in the price list (SqliteLedger::set_addon_price).",
+            a.name.as_deref().unwrap_or(&a.add_on_id)
+        ));
+    }
+    for u in usage {
+        if let Some(reason) = u.unpriced_reason() {
+            out.push(format!("Usage {} {} not charged: {reason}.", u.provider, u.meter));
+        }
+    }
+    out
 }
 
 type SubscriptionRow =
@@ -171,6 +368,23 @@ pub(super) fn all(c: &Connection) -> Result<Vec<Invoice>, LedgerError> {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
         Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
     };
+    let currency: String = c
+        .query_row("SELECT id FROM price WHERE kind = 'currency'", [], |r| r.get(0))
+        .unwrap_or_else(|_| DEFAULT_CURRENCY.to_owned());
+    let mut periods: HashMap<String, InvoicePeriod> = HashMap::new();
+    {
+        let mut stmt = c.prepare(
+            "SELECT subscription_id, MIN(start_time), MAX(end_time) FROM usage_record GROUP BY subscription_id",
+        )?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        for row in rows {
+            let (id, start, end) = row?;
+            if let (Ok(start), Ok(end)) = (WapDateTime::parse(&start), WapDateTime::parse(&end)) {
+                periods.insert(id, InvoicePeriod { start, end });
+            }
+        }
+    }
     let plan_names = names("plan")?;
     let addon_names = names("addon")?;
     let mut subs: Vec<SubscriptionRow> = {
@@ -219,6 +433,7 @@ pub(super) fn all(c: &Connection) -> Result<Vec<Invoice>, LedgerError> {
             })?
             .map(|row| {
                 row.map(|(provider, meter, quantity, records)| InvoiceUsage {
+                    unit: MeterUnit::of(&provider, &meter),
                     rate: prices
                         .get(&(
                             "meter".to_owned(),
@@ -242,14 +457,20 @@ pub(super) fn all(c: &Connection) -> Result<Vec<Invoice>, LedgerError> {
                 _ => "unknown",
             }
         };
+        let plan_price = plan_id.as_ref().and_then(|p| prices.get(&("plan".to_owned(), p.clone())).copied());
+        let period = periods.get(&id).cloned();
         out.push(Invoice {
+            invoice_number: invoice_number(&wap_id, period.as_ref()),
+            period,
+            currency: currency.clone(),
+            notes: notes(status, plan_price.is_some() || plan_id.is_none(), &usage, &add_ons),
             usage_records: record_counts.get(&id).copied().unwrap_or(0),
             subscription_id: wap_id,
             subscription_name: name,
             account,
             status,
             plan_name: plan_id.as_ref().and_then(|p| plan_names.get(p).cloned().flatten()),
-            plan_price: plan_id.as_ref().and_then(|p| prices.get(&("plan".to_owned(), p.clone())).copied()),
+            plan_price,
             plan_id: plan_wap_id,
             add_ons,
             usage,

@@ -49,7 +49,13 @@ use wap_types::{
 
 pub use self::append_only::{AppendOnlyLedger, AppendOnlyStats, LineTotal, UsageCall, APPEND_ONLY_LEDGER_VERSION};
 pub use self::approval::LedgerApprover;
-pub use self::invoice::{Invoice, InvoiceAddOn, InvoiceUsage};
+pub use self::invoice::{Invoice, InvoiceAddOn, InvoicePeriod, InvoiceUsage, MeterUnit, DEFAULT_CURRENCY};
+/// The wire types this crate's signatures use ([`wap_types::FeedKind`], …), re-exported so that no dependency on
+/// `wap-types` is needed.
+pub use wap_types;
+
+/// `Result` with this crate's one error, [`LedgerError`], by default.
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 use wap_billing_engine::handler::{EntityChange, EventContext, EventHandler, HandlerError, UsageBatch, UsageHandler};
 use wap_billing_engine::store::SqliteSync;
 

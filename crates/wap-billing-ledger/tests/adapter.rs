@@ -12,7 +12,7 @@ use serde_json::Value;
 use wap_billing_engine::responder::{Responder, ResponderConfig, ServerConfig};
 use wap_billing_engine::usage_client::UsageClient;
 use wap_billing_engine::{
-    Adapter, AdapterError, ConfigError, Delivery, ElectionMode, EngineConfig, HandlerError, HealthState,
+    Adapter, AdapterError, Delivery, ElectionMode, EngineConfig, EngineConfigError, HandlerError, HealthState,
     InDoubtResolution, Intent, Phase, ProcessorKind, Reconciliation, UsageBatch, UsageHandler, UsageLines, UsageShape,
 };
 use wap_billing_ledger::{AccountStanding, AppendOnlyLedger, SqliteLedger, LEDGER_VERSION};
@@ -410,7 +410,7 @@ async fn start_refuses_an_unexpected_billing_system_version_and_missing_parts() 
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, AdapterError::Config(ConfigError::UnexpectedBillingSystemVersion { found, .. }) if found == LEDGER_VERSION),
+        matches!(&err, AdapterError::Config(EngineConfigError::UnexpectedBillingSystemVersion { found, .. }) if found == LEDGER_VERSION),
         "{err}"
     );
     let err = Adapter::builder(strict).usage_service(client(&sim)).billing_system(Arc::clone(&ledger)).start().await;

@@ -26,4 +26,9 @@ pub use usage::{parse_usage_marker, usage_marker};
 pub use version::{
     check_version, detect_version, InvalidVersion, VersionCheck, VersionMismatch, VersionSource, WhmcsVersion,
 };
+/// The wire types the billing traits take, re-exported so that no dependency on `wap-types` is needed.
+pub use wap_types;
 pub use wap_types::Secret;
+
+/// `Result` with this crate's [`Error`] by default.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -93,6 +93,29 @@ impl NotificationError {
     }
 }
 
+/// `?` on an I/O error in a [`NotificationHandler`]: **500** `InternalError` with a generic message (the error's
+/// text, which may name paths, is logged at `warn`, not shown in the WAP portal).
+impl From<std::io::Error> for NotificationError {
+    fn from(error: std::io::Error) -> Self {
+        internal_error(&error)
+    }
+}
+
+/// `?` on any boxed error in a [`NotificationHandler`]: **500** `InternalError`, as for an I/O error.
+impl From<Box<dyn std::error::Error + Send + Sync + 'static>> for NotificationError {
+    fn from(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        internal_error(&*error)
+    }
+}
+
+fn internal_error(error: &(dyn std::error::Error + 'static)) -> NotificationError {
+    tracing::warn!(%error, "notification handler failed");
+    NotificationError::internal(ResourceProviderError::new(
+        "InternalError",
+        "The resource provider failed to process the request.",
+    ))
+}
+
 /// The notification side of a resource provider: one method per operation of docs/protocol/resource-provider.md §4.
 ///
 /// The server parses and checks the request (auth, path, method, body), calls the method with a typed input and

@@ -5,6 +5,7 @@ pub use async_trait::async_trait;
 
 pub mod auth;
 pub mod context;
+mod error;
 pub mod handler;
 pub mod ledger;
 pub mod registration;
@@ -14,8 +15,11 @@ pub mod usage;
 
 pub use auth::{BearerVerifier, EndpointAuth, StaticBearerToken};
 pub use context::{CallContext, LanguagePreference, PrincipalId, PrincipalIdSource};
+pub use error::{Error, Result};
 pub use handler::{CreateOutcome, DeleteOutcome, NotificationError, NotificationHandler, QuotaResults, UpdateOutcome};
-pub use ledger::{LastIdBeyondIssued, LedgerError, LedgerStats, UsageLedger, DEFAULT_CLIENT_KEY_RETENTION};
+#[allow(deprecated)]
+pub use ledger::LedgerError;
+pub use ledger::{LastIdBeyondIssued, LedgerStats, UsageLedger, UsageLedgerError, DEFAULT_CLIENT_KEY_RETENTION};
 pub use registration::{Registration, RegistrationBuilder, RegistrationError};
 pub use server::{
     BoxError, MountPrefix, MountedRequest, ResponseBody, RpApp, RpServer, RunningServer, ServerError,

@@ -207,6 +207,26 @@ impl UsageSourceError {
     }
 }
 
+/// `?` on an I/O error in a [`UsageSource`]: retryable unless the kind says the same call cannot succeed
+/// (`NotFound`, `PermissionDenied`, `InvalidData`, `InvalidInput`, `Unsupported`).
+impl From<std::io::Error> for UsageSourceError {
+    fn from(error: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let retryable = !matches!(
+            error.kind(),
+            K::NotFound | K::PermissionDenied | K::InvalidData | K::InvalidInput | K::Unsupported
+        );
+        UsageSourceError::with_source(error.to_string(), retryable, error)
+    }
+}
+
+/// `?` on any boxed error in a [`UsageSource`]: retryable (the collector asks again later; nothing is lost).
+impl From<Box<dyn std::error::Error + Send + Sync + 'static>> for UsageSourceError {
+    fn from(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        UsageSourceError { message: error.to_string(), retryable: true, source: Some(error) }
+    }
+}
+
 /// What one usage request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

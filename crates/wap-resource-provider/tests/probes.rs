@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use wap_resource_provider::{
-    async_trait, serve_usage, serve_usage_with, EndpointAuth, GapHoldBack, LastIdBeyondIssued, LedgerError, RpServer,
-    ServerError, UsageLedger, UsagePage, UsageQuery, UsageSource, UsageSourceError,
+    async_trait, serve_usage, serve_usage_with, EndpointAuth, GapHoldBack, LastIdBeyondIssued, RpServer, ServerError,
+    UsageLedger, UsageLedgerError, UsagePage, UsageQuery, UsageSource, UsageSourceError,
 };
 use wap_types::{BasicCredentials, LastId, RpUsageRecord, StringMap, WapDateTime};
 
@@ -260,7 +260,7 @@ async fn a_retried_append_with_its_client_key_stores_once() {
         let batch = ledger.append_all_keyed(records(3), Some("batch-7".into())).await.unwrap();
         assert_eq!(ledger.append_all_keyed(records(3), Some("batch-7".into())).await.unwrap(), batch, "{name}");
         let err = ledger.append_all_keyed(records(2), Some("batch-7".into())).await.unwrap_err();
-        assert!(matches!(err, LedgerError::ClientKeyReused { stored: 3, given: 2, .. }), "{name}: {err}");
+        assert!(matches!(err, UsageLedgerError::ClientKeyReused { stored: 3, given: 2, .. }), "{name}: {err}");
         assert_eq!(ledger.stats().await.unwrap().pending, 5, "{name}");
         // Unkeyed appends are never deduplicated.
         ledger.append(record("s", 1)).await.unwrap();

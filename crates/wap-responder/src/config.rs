@@ -55,10 +55,15 @@ pub enum UnknownPriceStatus {
     NotFound,
 }
 
+/// The former name of [`ResponderConfigError`], kept so that existing code compiles (the engine's settings error
+/// had the same name).
+#[deprecated(since = "0.1.0", note = "renamed `ResponderConfigError`")]
+pub type ConfigError = ResponderConfigError;
+
 /// A setting that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum ResponderConfigError {
     /// A value of the wrong form (the value is shown, except for passwords, which are never invalid).
     #[error("setting `{key}` = {value:?} is invalid: expected {expected}")]
     InvalidValue {
@@ -80,7 +85,7 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
+impl ResponderConfigError {
     /// Whether the same settings could succeed later: never (a setting must be changed).
     pub fn is_retryable(&self) -> bool {
         false
@@ -171,7 +176,7 @@ impl ResponderConfig {
     /// aliases; secrets may come from the environment or a file) and call its
     /// [`to_config`](crate::ResponderSettings::to_config).
     #[deprecated(since = "0.1.0", note = "deserialize a ResponderSettings (spec names are aliases) and call to_config")]
-    pub fn from_settings<I, K, V>(settings: I) -> Result<Self, ConfigError>
+    pub fn from_settings<I, K, V>(settings: I) -> Result<Self, ResponderConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
@@ -185,8 +190,11 @@ impl ResponderConfig {
         for (key, value) in settings {
             let (key, value) = (key.as_ref(), value.as_ref().trim());
             let is = |name: &str| key.eq_ignore_ascii_case(name);
-            let invalid =
-                |expected| ConfigError::InvalidValue { key: key.to_owned(), value: value.to_owned(), expected };
+            let invalid = |expected| ResponderConfigError::InvalidValue {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                expected,
+            };
             if is("ResponderAuthenticationMode") {
                 mode_basic = match value.to_ascii_lowercase().as_str() {
                     "basic" => true,
@@ -233,7 +241,7 @@ impl ResponderConfig {
         if mode_basic {
             match (username, password) {
                 (Some(u), Some(p)) if !u.is_empty() => config.auth = AuthMode::Basic(BasicCredentials::new(u, p)),
-                _ => return Err(ConfigError::MissingCredentials),
+                _ => return Err(ResponderConfigError::MissingCredentials),
             }
         }
         config.validate()?;
@@ -241,16 +249,16 @@ impl ResponderConfig {
     }
 
     /// Checks what a server must not run with: Basic credentials with an empty user name
-    /// ([`ConfigError::MissingCredentials`]) or a password that is empty or whitespace
-    /// ([`ConfigError::BlankPassword`]). [`serve`](crate::serve) refuses such a configuration, and a
+    /// ([`ResponderConfigError::MissingCredentials`]) or a password that is empty or whitespace
+    /// ([`ResponderConfigError::BlankPassword`]). [`serve`](crate::serve) refuses such a configuration, and a
     /// [`Responder`](crate::Responder) built with one refuses every call (401).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ResponderConfigError> {
         if let AuthMode::Basic(credentials) = &self.auth {
             if credentials.username.trim().is_empty() {
-                return Err(ConfigError::MissingCredentials);
+                return Err(ResponderConfigError::MissingCredentials);
             }
             if credentials.password.expose().trim().is_empty() {
-                return Err(ConfigError::BlankPassword { key: "BillingAdapterPassword".into() });
+                return Err(ResponderConfigError::BlankPassword { key: "BillingAdapterPassword".into() });
             }
         }
         Ok(())
@@ -419,7 +427,7 @@ mod tests {
     fn basic_without_credentials_is_refused_and_none_is_explicit() {
         assert_eq!(
             ResponderConfig::from_settings([("BillingAdapterUsername", "x")]).unwrap_err(),
-            ConfigError::MissingCredentials
+            ResponderConfigError::MissingCredentials
         );
         let c = ResponderConfig::from_settings([("ResponderAuthenticationMode", "None")]).unwrap();
         assert_eq!(c.auth, AuthMode::None);
@@ -445,10 +453,14 @@ mod tests {
                 ("BillingAdapterPassword", password),
             ])
             .unwrap_err();
-            assert_eq!(err, ConfigError::BlankPassword { key: "BillingAdapterPassword".into() }, "{password:?}");
+            assert_eq!(
+                err,
+                ResponderConfigError::BlankPassword { key: "BillingAdapterPassword".into() },
+                "{password:?}"
+            );
             assert!(err.to_string().contains("BillingAdapterPassword"), "{err}");
             let in_code = ResponderConfig::basic(BasicCredentials::new("wapcaller", password));
-            assert!(matches!(in_code.validate(), Err(ConfigError::BlankPassword { .. })), "{password:?}");
+            assert!(matches!(in_code.validate(), Err(ResponderConfigError::BlankPassword { .. })), "{password:?}");
         }
         assert!(ResponderConfig::basic(BasicCredentials::new(" ", "pw")).validate().is_err());
         assert!(ResponderConfig::basic(BasicCredentials::new("u", "pw")).validate().is_ok());

@@ -4,6 +4,7 @@ mod approver;
 mod auth;
 mod cache;
 mod config;
+mod error;
 mod pricing;
 mod request;
 mod routing;
@@ -14,11 +15,14 @@ mod settings;
 mod tls;
 
 pub use approver::{AddOnApproval, FnApprover, SubscriptionApproval, SubscriptionApprover};
+#[allow(deprecated)]
+pub use config::ConfigError;
 pub use config::{
-    AuthMode, ConfigError, FailureMode, ResponderConfig, ServerConfig, UnknownPriceStatus, DEFAULT_BODY_READ_TIMEOUT,
-    DEFAULT_DECISION_BUDGET, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDEMPOTENCY_CAPACITY, DEFAULT_IDEMPOTENCY_WINDOW,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_PRICE_MAX_LENGTH,
+    AuthMode, FailureMode, ResponderConfig, ResponderConfigError, ServerConfig, UnknownPriceStatus,
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DECISION_BUDGET, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDEMPOTENCY_CAPACITY,
+    DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_PRICE_MAX_LENGTH,
 };
+pub use error::{Error, Result};
 pub use pricing::{FnPricing, NoPricing, PriceTable, PricingResponder};
 pub use routing::Route;
 pub use server::{serve, serve_until, ResponderServer};

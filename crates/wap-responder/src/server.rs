@@ -66,7 +66,7 @@ impl ResponderServer {
 /// same timeout).
 ///
 /// A configuration that fails [`ResponderConfig::validate`](crate::ResponderConfig::validate) (a blank password) is
-/// refused with an [`io::ErrorKind::InvalidInput`] error carrying the [`ConfigError`](crate::ConfigError).
+/// refused with an [`io::ErrorKind::InvalidInput`] error carrying the [`ResponderConfigError`](crate::ResponderConfigError).
 pub fn serve<A, P>(
     listener: TcpListener,
     responder: Responder<A, P>,

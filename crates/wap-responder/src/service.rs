@@ -25,7 +25,7 @@ use wap_types::{AddonPriceQuery, ApprovalOperation, Decision, PlanPriceQuery, Pr
 use crate::approver::{AddOnApproval, SubscriptionApproval, SubscriptionApprover};
 use crate::auth::BasicCheck;
 use crate::cache::{DecisionCache, Lookup, RequestIdentity};
-use crate::config::{AuthMode, ConfigError, FailureMode, ResponderConfig, UnknownPriceStatus};
+use crate::config::{AuthMode, FailureMode, ResponderConfig, ResponderConfigError, UnknownPriceStatus};
 use crate::pricing::{NoPricing, PricingResponder};
 use crate::request::{parse_approval, ParsedApproval};
 use crate::routing::Route;
@@ -54,7 +54,7 @@ struct Inner<A, P> {
     /// `None` without authentication.
     basic: Option<BasicCheck>,
     /// Why the configuration must not serve (a blank password): every call is refused with 401.
-    misconfigured: Option<ConfigError>,
+    misconfigured: Option<ResponderConfigError>,
     /// `MethodNumericOrdinals`: starts as configured; the adapter sets it to the engine's setting.
     numeric_ordinals: AtomicBool,
 }
@@ -127,7 +127,7 @@ impl<A: SubscriptionApprover, P: PricingResponder> Responder<A, P> {
     }
 
     /// Why this responder refuses to serve (its configuration fails [`ResponderConfig::validate`]), if it does.
-    pub fn config_error(&self) -> Option<&ConfigError> {
+    pub fn config_error(&self) -> Option<&ResponderConfigError> {
         self.inner.misconfigured.as_ref()
     }
 

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
-use wap_responder::{BasicCredentials, ConfigError, Decision, FailureMode, FnApprover, Responder, ResponderConfig};
+use wap_responder::{
+    BasicCredentials, Decision, FailureMode, FnApprover, Responder, ResponderConfig, ResponderConfigError,
+};
 
 use common::*;
 
@@ -117,7 +119,7 @@ async fn numeric_ordinals_read_3_as_delete_like_the_engine() {
 async fn blank_passwords_are_refused_at_configuration_time() {
     let err = ResponderConfig::from_settings([("BillingAdapterUsername", "WAPCALLER"), ("BillingAdapterPassword", "")])
         .unwrap_err();
-    assert!(matches!(err, ConfigError::BlankPassword { .. }), "{err}");
+    assert!(matches!(err, ResponderConfigError::BlankPassword { .. }), "{err}");
     for password in ["", "   "] {
         let config = ResponderConfig::basic(BasicCredentials::new("WAPCALLER", password));
         let approver = Arc::new(CatalogApprover::new(["gold"], [], []));

@@ -6,6 +6,7 @@ mod client;
 mod collector;
 mod dataset;
 mod error;
+mod errors;
 mod events;
 mod faults;
 mod ids;
@@ -26,6 +27,7 @@ pub use approval::{
 pub use collector::{CollectReport, CollectorAnomaly, RpRegistration, DEFAULT_COLLECTOR_BATCH_SIZE};
 pub use dataset::DatasetSpec;
 pub use error::SimError;
+pub use errors::{Error, Result};
 pub use faults::{FaultKind, FaultPlan, FaultStats};
 pub use log::RequestLogEntry;
 pub use notify::{NotificationCaller, RpResponse};

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod collections;
 pub mod cursor;
 pub mod datetime;
+mod error;
 pub mod event;
 pub mod feed;
 pub mod json;
@@ -33,6 +34,7 @@ pub use catalog::{
 pub use collections::{OrEmpty, StringMap};
 pub use cursor::{LastId, StartId, StartIdMode};
 pub use datetime::WapDateTime;
+pub use error::{Error, Result};
 pub use event::UsageEvent;
 pub use feed::{
     AddonsFeed, EventFeed, Feed, FeedKind, HasEventId, PlanAddonsFeed, PlanServicesFeed, PlansFeed,

@@ -28,4 +28,7 @@ pub use retry_after::RetryAfter;
 pub use settings::UsageServiceSettings;
 pub use stream::{FeedStream, PageStream, Prefetch};
 pub use wap_types;
+
+/// `Result` with this crate's [`Error`] by default.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub use wap_types::{FeedKind, StartId, StartIdMode};

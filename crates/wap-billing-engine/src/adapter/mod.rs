@@ -39,7 +39,7 @@ pub use self::admin::{AdminConfig, AdminFuture, AdminResponse, AdminService, DEF
 use self::admin::{AdminServer, StatusSnapshot};
 use self::observe::{ObservedSource, SourceCounters};
 pub use self::report::{phase_name, AdapterStatus, FeedReport, Health, HealthState, ProcessorReport};
-use crate::config::{ConfigError, EngineConfig};
+use crate::config::{EngineConfig, EngineConfigError};
 use crate::handler::{EventHandler, UsageHandler};
 use crate::identity::{IdentityMap, StoreIdentityMap};
 use crate::journal::{InDoubtResolution, Intent};
@@ -61,7 +61,7 @@ const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum AdapterError {
     /// A setting is invalid, or the billing system's version check failed (docs/protocol/adapter-engine.md §9).
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] EngineConfigError),
     /// A part the configuration needs was not given (e.g. an event handler with the notification processor on).
     #[error("adapter incomplete: {0}")]
     Missing(String),
@@ -82,9 +82,58 @@ pub enum AdapterError {
         #[source]
         source: std::io::Error,
     },
-    /// A wait ([`Adapter::sync`], [`Adapter::wait_caught_up`]) ran out of time.
-    #[error("timed out after {0:?} waiting for the processors")]
-    Timeout(Duration),
+    /// A wait ([`Adapter::sync`], [`Adapter::wait_caught_up`]) ran out of time. The error says why: what each
+    /// processor was doing when the time ran out (a phase, a feed's failing fetches, a hold, a dependency wait, a
+    /// lease held elsewhere) and the adapter's health problems then, which name the status code, the endpoint and
+    /// the setting to check (e.g. `answered HTTP 401 … check UsageServiceUsername / UsageServicePassword`).
+    #[error("timed out after {after:?} waiting for the processors{}", wait_causes(waiting, problems))]
+    Timeout {
+        /// How long the wait lasted.
+        after: Duration,
+        /// One line per processor that had not reached the awaited state: what it was doing.
+        waiting: Vec<String>,
+        /// The health problems at the end of the wait (as [`Adapter::health`] reports them).
+        problems: Vec<String>,
+    },
+}
+
+impl AdapterError {
+    /// Whether trying again may succeed without changing anything: a timed-out wait whose processors report no
+    /// problem (they were only slow). Settings, a missing part, a bad client setup, a listener that cannot be bound
+    /// and a wait stalled on a reported problem are permanent until someone acts; a state-store error follows
+    /// [`StoreError::is_retryable`].
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AdapterError::Timeout { problems, .. } => problems.is_empty(),
+            AdapterError::Store(e) => e.is_retryable(),
+            AdapterError::UsageClient(e) => e.is_retryable(),
+            AdapterError::Config(_) | AdapterError::Missing(_) | AdapterError::Bind { .. } => false,
+        }
+    }
+
+    /// For a timed-out wait, the health problems at its end (empty otherwise).
+    pub fn problems(&self) -> &[String] {
+        match self {
+            AdapterError::Timeout { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// `: <waiting>; <problems>` for a timed-out wait's message.
+fn wait_causes(waiting: &[String], problems: &[String]) -> String {
+    let mut out = String::new();
+    if !waiting.is_empty() {
+        out.push_str(": ");
+        out.push_str(&waiting.join("; "));
+    }
+    if problems.is_empty() {
+        out.push_str(" (no problem reported: the processors are only slow; wait longer)");
+    } else {
+        out.push_str(" — problems: ");
+        out.push_str(&problems.join("; "));
+    }
+    out
 }
 
 enum Listen {
@@ -452,6 +501,37 @@ impl AdminServiceSetup {
     }
 }
 
+/// One line on what a processor that has not finished a wait is doing: its phase and, per feed, a PendingApproval
+/// hold or a dependency wait; on a standby instance, who holds the lease. (Failing fetches, halts, state-store
+/// errors and lease conflicts are in the health problems next to it.)
+fn describe_stall(status: &ProcessorStatus, report: Option<&ProcessorReport>, now: chrono::DateTime<Utc>) -> String {
+    let mut line = format!("{} processor {}", status.processor, phase_name(status.phase));
+    let mut details = Vec::new();
+    if status.phase == Phase::Standby || status.phase == Phase::Starting {
+        match report.and_then(|r| r.leader(now)) {
+            Some(holder) => details.push(format!(
+                "the lease is held by instance `{holder}`: this instance is not the leader, wait on that one"
+            )),
+            None => details.push("this instance has not taken the lease yet".to_owned()),
+        }
+    }
+    // Failing fetches, halts, state-store errors and lease conflicts are in the health problems.
+    for f in &status.feeds {
+        if let Some(h) = &f.held {
+            details.push(format!("{}: held at PendingApproval event {} since {}", f.feed, h.event_id, h.since));
+        }
+        if let Some(w) = &f.waiting {
+            details.push(format!("{}: event {} waits on a dependency: {}", f.feed, w.event_id, w.reason));
+        }
+    }
+    if !details.is_empty() {
+        line.push_str(" (");
+        line.push_str(&details.join("; "));
+        line.push(')');
+    }
+    line
+}
+
 /// Completes once the shutdown flag is set (or its sender is gone).
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
@@ -609,6 +689,80 @@ impl Shared {
 
 /// A running billing adapter. Build it with [`Adapter::builder`]; stop it with [`Adapter::shutdown`] (dropping it
 /// aborts nothing: the tasks keep running until the runtime ends, and leases then expire after their TTL).
+///
+/// A whole adapter with a custom billing system, runnable as it is (an in-memory Usage Service stands in for WAP;
+/// in production pass [`AdapterBuilder::usage_service`] a [`UsageClient`] builder instead):
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use wap_billing_engine::wap_types::{
+///     EventMethod, NotificationState, Plan, StringMap, UsageEvent, UsageRecord, WapDateTime,
+/// };
+/// use wap_billing_engine::{
+///     async_trait, Adapter, EngineConfig, EntityChange, EventContext, EventHandler, FeedItem, HandlerError,
+///     MemorySource, UsageBatch, UsageHandler,
+/// };
+///
+/// /// A billing system that keeps plans and usage lines in memory (yours writes to its database or API).
+/// #[derive(Default)]
+/// struct MyBilling {
+///     plans: Mutex<Vec<String>>,
+///     usage: Mutex<Vec<i64>>,
+/// }
+///
+/// #[async_trait]
+/// impl EventHandler for MyBilling {
+///     async fn plan(&self, _ctx: &EventContext<'_>, change: EntityChange<'_, Plan>) -> Result<(), HandlerError> {
+///         self.plans.lock().unwrap().push(format!("{} {}", change.verb(), change.entity().id));
+///         Ok(())
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl UsageHandler for MyBilling {
+///     async fn apply_usage(&self, batch: UsageBatch<'_>) -> Result<(), HandlerError> {
+///         // Store per record, keyed by EventId: a batch may come again (see the handler module).
+///         self.usage.lock().unwrap().extend(batch.records.iter().map(|r| r.event_id));
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let wap = MemorySource::new();
+/// let gold = Plan { id: "gold".into(), ..Default::default() };
+/// wap.push(FeedItem::Plan(UsageEvent::new(1, NotificationState::Acknowledged, EventMethod::Post, gold)));
+/// let mut meters = StringMap::new();
+/// meters.insert("DatabaseCount".into(), "2".into());
+/// wap.push(FeedItem::Usage(UsageRecord {
+///     event_id: 7,
+///     subscription_id: "6f1a93c2-0b7e-4d51-9a3e-5c2b8e0d4f17".into(),
+///     start_time: WapDateTime::parse("2015-06-02T08:00:00")?,
+///     end_time: WapDateTime::parse("2015-06-02T09:00:00")?,
+///     resources: meters,
+///     ..Default::default()
+/// }));
+///
+/// let dir = tempfile::tempdir()?;
+/// let config = EngineConfig::builder()
+///     .instance_id("billing-1")
+///     .state_database_url(format!("sqlite://{}", dir.path().join("state.db").display()))
+///     .build()?;
+/// let billing = Arc::new(MyBilling::default());
+/// let adapter = Adapter::builder(config)
+///     .source(Arc::new(wap)) // production: .usage_service(UsageClient::builder().base_url(…).basic_credentials(…))
+///     .billing_system(Arc::clone(&billing))
+///     .start()
+///     .await?;
+/// adapter.wait_caught_up(Duration::from_secs(30)).await?; // on a timeout the error names the cause
+/// adapter.shutdown().await;
+///
+/// assert_eq!(*billing.plans.lock().unwrap(), ["created gold"]);
+/// assert_eq!(*billing.usage.lock().unwrap(), [7]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Adapter {
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
@@ -759,13 +913,34 @@ impl Adapter {
     /// Waits until every enabled processor of this instance is caught up (or halted): the first-run backfill is
     /// over. Needs this instance to be the leader.
     pub async fn wait_caught_up(&self, timeout: Duration) -> Result<Vec<ProcessorStatus>, AdapterError> {
-        let waits = self
+        let done = |s: &ProcessorStatus| matches!(s.phase, Phase::CaughtUp | Phase::Halted);
+        let waits = self.running_handles().into_iter().map(|h| async move { h.wait_for(done).await });
+        match tokio::time::timeout(timeout, futures_util::future::join_all(waits)).await {
+            Ok(statuses) => Ok(statuses),
+            Err(_) => Err(self.timed_out(timeout, |_, s| done(s)).await),
+        }
+    }
+
+    /// The [`AdapterError::Timeout`] of a wait that lasted `after`: what each processor not `finished` is doing,
+    /// and the health problems now.
+    async fn timed_out(
+        &self,
+        after: Duration,
+        finished: impl Fn(&ProcessorHandle, &ProcessorStatus) -> bool,
+    ) -> AdapterError {
+        let report = self.shared.status().await;
+        let health = report.health(self.shared.shutting_down.load(Ordering::Relaxed));
+        let waiting = self
             .running_handles()
-            .into_iter()
-            .map(|h| async move { h.wait_for(|s| matches!(s.phase, Phase::CaughtUp | Phase::Halted)).await });
-        tokio::time::timeout(timeout, futures_util::future::join_all(waits))
-            .await
-            .map_err(|_| AdapterError::Timeout(timeout))
+            .iter()
+            .filter_map(|h| {
+                let status = h.status();
+                (!finished(h, &status)).then(|| describe_stall(&status, report.processor(h.processor()), report.at))
+            })
+            .collect();
+        let error = AdapterError::Timeout { after, waiting, problems: health.problems };
+        tracing::warn!(%error, "wait timed out");
+        error
     }
 
     /// Polls now and waits until each enabled processor has finished a round that started after this call (see
@@ -773,10 +948,20 @@ impl Adapter {
     /// returned phases), everything WAP served before the call has been handed to the billing system. Needs this
     /// instance to be the leader.
     pub async fn sync(&self, timeout: Duration) -> Result<Vec<ProcessorStatus>, AdapterError> {
-        let waits = self.running_handles().into_iter().map(|h| async move { h.sync_once().await });
-        tokio::time::timeout(timeout, futures_util::future::join_all(waits))
-            .await
-            .map_err(|_| AdapterError::Timeout(timeout))
+        let handles = self.running_handles();
+        let started: Vec<(ProcessorKind, u64)> =
+            handles.iter().map(|h| (h.processor(), h.status().rounds_started)).collect();
+        let waits = handles.into_iter().map(|h| async move { h.sync_once().await });
+        match tokio::time::timeout(timeout, futures_util::future::join_all(waits)).await {
+            Ok(statuses) => Ok(statuses),
+            Err(_) => {
+                let finished = |h: &ProcessorHandle, s: &ProcessorStatus| {
+                    let round = started.iter().find(|(k, _)| *k == h.processor()).map_or(0, |(_, n)| *n);
+                    s.last_finished_round > round || s.phase == Phase::Stopped
+                };
+                Err(self.timed_out(timeout, finished).await)
+            }
+        }
     }
 
     /// Runs until Ctrl-C (or SIGTERM on Unix), then shuts down gracefully.

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use wap_types::{LastId, RpUsageRecord};
 
-use super::{check_key_reuse, renumbered, LastIdBeyondIssued, LedgerError, LedgerOptions, LedgerStats};
+use super::{check_key_reuse, renumbered, LastIdBeyondIssued, LedgerOptions, LedgerStats, UsageLedgerError};
 use crate::usage::{UsageEntry, UsagePage, UsagePoll, UsageQuery};
 
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ impl MemoryLedger {
         records: Vec<RpUsageRecord>,
         key: Option<String>,
         options: &LedgerOptions,
-    ) -> Result<RangeInclusive<i64>, LedgerError> {
+    ) -> Result<RangeInclusive<i64>, UsageLedgerError> {
         let mut st = self.lock();
         if let Some(key) = &key {
             if let Some((range, count)) = st.keys.get(key) {
@@ -49,9 +49,9 @@ impl MemoryLedger {
                 return Ok(range.clone());
             }
         }
-        let first = st.highest_issued.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
-        let count = i64::try_from(records.len()).map_err(|_| LedgerError::IdsExhausted)?;
-        let last = first.checked_add(count - 1).ok_or(LedgerError::IdsExhausted)?;
+        let first = st.highest_issued.checked_add(1).ok_or(UsageLedgerError::IdsExhausted)?;
+        let count = i64::try_from(records.len()).map_err(|_| UsageLedgerError::IdsExhausted)?;
+        let last = first.checked_add(count - 1).ok_or(UsageLedgerError::IdsExhausted)?;
         // Serialize everything first so a failure leaves the ledger unchanged.
         let mut entries = Vec::with_capacity(records.len());
         for (id, mut record) in (first..).zip(records) {
@@ -75,14 +75,14 @@ impl MemoryLedger {
 
     /// Moves the id counter to at least `id` and gives the records never served with an id at or below it new ids
     /// above it (nobody has seen their old ids), so that a collector at `lastID = id` still receives them.
-    fn advance_locked(st: &mut State, id: i64) -> Result<u64, LedgerError> {
+    fn advance_locked(st: &mut State, id: i64) -> Result<u64, UsageLedgerError> {
         let served = st.served_through;
         let unserved = |e: &UsageEntry| e.event_id() > served && e.event_id() <= id;
         // Rewrite first, so that a failure leaves the ledger unchanged.
         let mut next = st.highest_issued.max(id);
         let mut moved = Vec::new();
         for entry in st.records.iter().filter(|e| unserved(e)) {
-            next = next.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
+            next = next.checked_add(1).ok_or(UsageLedgerError::IdsExhausted)?;
             moved.push(renumbered(entry, next)?);
         }
         // The moved records leave their place and go to the end, in their order: ids stay ascending.
@@ -95,7 +95,7 @@ impl MemoryLedger {
         Ok(count)
     }
 
-    pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, LedgerError> {
+    pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, UsageLedgerError> {
         Self::advance_locked(&mut self.lock(), id)
     }
 
@@ -150,7 +150,7 @@ impl MemoryLedger {
         query: UsageQuery,
         max_page: usize,
         options: &LedgerOptions,
-    ) -> Result<UsagePoll, LedgerError> {
+    ) -> Result<UsagePoll, UsageLedgerError> {
         let mut st = self.lock();
         let mut poll = UsagePoll::new(UsagePage::empty(), st.highest_issued);
         if let Some(last) = query.last_id.get() {
@@ -159,7 +159,7 @@ impl MemoryLedger {
                 poll.last_id_beyond_issued = true;
                 match options.last_id_beyond_issued {
                     LastIdBeyondIssued::Refuse => {
-                        return Err(LedgerError::LastIdBeyondIssued {
+                        return Err(UsageLedgerError::LastIdBeyondIssued {
                             last_id: last,
                             highest_issued: st.highest_issued,
                         })

@@ -31,10 +31,15 @@ mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+/// The former name of [`UsageLedgerError`], kept so that existing code compiles (the reference billing ledger's
+/// error, `wap_billing_ledger::LedgerError`, had the same name).
+#[deprecated(since = "0.1.0", note = "renamed `UsageLedgerError`")]
+pub type LedgerError = UsageLedgerError;
+
 /// A usage ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LedgerError {
+pub enum UsageLedgerError {
     /// The storage failed (the path names the file; no credentials).
     #[error("usage ledger {location}: {message}")]
     Storage {
@@ -85,15 +90,15 @@ pub enum LedgerError {
     },
 }
 
-impl LedgerError {
+impl UsageLedgerError {
     /// Whether retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LedgerError::Storage { retryable: true, .. })
+        matches!(self, UsageLedgerError::Storage { retryable: true, .. })
     }
 }
 
-impl From<LedgerError> for UsageSourceError {
-    fn from(e: LedgerError) -> Self {
+impl From<UsageLedgerError> for UsageSourceError {
+    fn from(e: UsageLedgerError) -> Self {
         let retryable = e.is_retryable();
         UsageSourceError::with_source(e.to_string(), retryable, e)
     }
@@ -132,27 +137,27 @@ impl Default for LedgerOptions {
 }
 
 /// A retried keyed append must have the size of the first.
-fn check_key_reuse(key: &str, stored: usize, given: usize) -> Result<(), LedgerError> {
+fn check_key_reuse(key: &str, stored: usize, given: usize) -> Result<(), UsageLedgerError> {
     if stored == given {
         Ok(())
     } else {
-        Err(LedgerError::ClientKeyReused { key: key.to_owned(), stored, given })
+        Err(UsageLedgerError::ClientKeyReused { key: key.to_owned(), stored, given })
     }
 }
 
 /// The entry with another `EventId` (its JSON rewritten).
-fn renumbered(entry: &UsageEntry, id: i64) -> Result<UsageEntry, LedgerError> {
-    let mut record = entry
-        .record()
-        .map_err(|e| LedgerError::InvalidRecord(format!("stored record {} cannot be read: {e}", entry.event_id())))?;
+fn renumbered(entry: &UsageEntry, id: i64) -> Result<UsageEntry, UsageLedgerError> {
+    let mut record = entry.record().map_err(|e| {
+        UsageLedgerError::InvalidRecord(format!("stored record {} cannot be read: {e}", entry.event_id()))
+    })?;
     record.event_id = id;
     Ok(UsageEntry::from_trusted_json(id, serde_json::to_string(&record)?))
 }
 
 /// Checks a record before it is stored.
-fn check_record(record: &RpUsageRecord) -> Result<(), LedgerError> {
+fn check_record(record: &RpUsageRecord) -> Result<(), UsageLedgerError> {
     if record.subscription_id.trim().is_empty() {
-        return Err(LedgerError::InvalidRecord("SubscriptionId is empty".into()));
+        return Err(UsageLedgerError::InvalidRecord("SubscriptionId is empty".into()));
     }
     Ok(())
 }
@@ -227,7 +232,7 @@ impl UsageLedger {
     /// Opens (or creates) the SQLite ledger at `path`: WAL journal, `synchronous=FULL`. Records appended by an
     /// earlier process and not yet acknowledged are served again; ids continue above the highest ever issued.
     #[cfg(feature = "sqlite")]
-    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, LedgerError> {
+    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, UsageLedgerError> {
         let path = path.as_ref().to_owned();
         let ledger = run_blocking(move || sqlite::SqliteLedger::open(&path)).await?;
         Ok(UsageLedger { backend: Backend::Sqlite(Arc::new(ledger)), options: LedgerOptions::default() })
@@ -255,14 +260,14 @@ impl UsageLedger {
     }
 
     /// Appends one record and returns its `EventId` (the record's own `event_id` is ignored). Durable on return.
-    pub async fn append(&self, record: RpUsageRecord) -> Result<i64, LedgerError> {
+    pub async fn append(&self, record: RpUsageRecord) -> Result<i64, UsageLedgerError> {
         let ids = self.append_all(vec![record]).await?;
         Ok(*ids.start())
     }
 
     /// Appends records in one transaction and returns their `EventId`s (consecutive, in input order; an empty
     /// input gives an empty range). Durable on return; all or nothing.
-    pub async fn append_all(&self, records: Vec<RpUsageRecord>) -> Result<RangeInclusive<i64>, LedgerError> {
+    pub async fn append_all(&self, records: Vec<RpUsageRecord>) -> Result<RangeInclusive<i64>, UsageLedgerError> {
         self.append_all_keyed(records, None).await
     }
 
@@ -270,18 +275,22 @@ impl UsageLedger {
     /// with the same key (after a timeout whose first attempt did commit) returns the first `EventId` and stores
     /// nothing. Keys are remembered for the most recent [`DEFAULT_CLIENT_KEY_RETENTION`] keyed appends (see
     /// [`UsageLedger::client_key_retention`]); durable with SQLite.
-    pub async fn append_with_key(&self, record: RpUsageRecord, key: impl Into<String>) -> Result<i64, LedgerError> {
+    pub async fn append_with_key(
+        &self,
+        record: RpUsageRecord,
+        key: impl Into<String>,
+    ) -> Result<i64, UsageLedgerError> {
         let ids = self.append_all_keyed(vec![record], Some(key.into())).await?;
         Ok(*ids.start())
     }
 
     /// [`UsageLedger::append_all`] with an optional client key (see [`UsageLedger::append_with_key`]). A key
-    /// already used for an append of another size is an error ([`LedgerError::ClientKeyReused`]).
+    /// already used for an append of another size is an error ([`UsageLedgerError::ClientKeyReused`]).
     pub async fn append_all_keyed(
         &self,
         records: Vec<RpUsageRecord>,
         key: Option<String>,
-    ) -> Result<RangeInclusive<i64>, LedgerError> {
+    ) -> Result<RangeInclusive<i64>, UsageLedgerError> {
         for r in &records {
             check_record(r)?;
         }
@@ -298,9 +307,9 @@ impl UsageLedger {
 
     /// Makes the next id at least `id + 1` (never lowers it), and gives the records never served with an id at or
     /// below `id` new ids above it: for a provider moving from another store whose collector has already seen ids
-    /// up to `id`, or an operator answering [`LedgerError::LastIdBeyondIssued`] with the collector's `lastID`.
+    /// up to `id`, or an operator answering [`UsageLedgerError::LastIdBeyondIssued`] with the collector's `lastID`.
     /// Returns how many records got new ids.
-    pub async fn advance_ids_past(&self, id: i64) -> Result<u64, LedgerError> {
+    pub async fn advance_ids_past(&self, id: i64) -> Result<u64, UsageLedgerError> {
         match &self.backend {
             Backend::Memory(m) => m.advance_ids_past(id),
             #[cfg(feature = "sqlite")]
@@ -312,7 +321,7 @@ impl UsageLedger {
     }
 
     /// Counters: highest issued id, highest acknowledged id, pending records.
-    pub async fn stats(&self) -> Result<LedgerStats, LedgerError> {
+    pub async fn stats(&self) -> Result<LedgerStats, UsageLedgerError> {
         match &self.backend {
             Backend::Memory(m) => Ok(m.stats()),
             #[cfg(feature = "sqlite")]
@@ -325,7 +334,7 @@ impl UsageLedger {
 
     /// Returns the space of deleted records to the file system (SQLite; runs on its own after large
     /// acknowledgements). No-op in memory.
-    pub async fn compact(&self) -> Result<(), LedgerError> {
+    pub async fn compact(&self) -> Result<(), UsageLedgerError> {
         match &self.backend {
             Backend::Memory(_) => Ok(()),
             #[cfg(feature = "sqlite")]
@@ -410,7 +419,7 @@ impl UsageSource for UsageLedger {
 /// Runs blocking storage work off the async threads.
 #[cfg(feature = "sqlite")]
 async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
-) -> Result<T, LedgerError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| LedgerError::Task(e.to_string()))?
+    f: impl FnOnce() -> Result<T, UsageLedgerError> + Send + 'static,
+) -> Result<T, UsageLedgerError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| UsageLedgerError::Task(e.to_string()))?
 }

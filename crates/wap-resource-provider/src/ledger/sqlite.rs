@@ -26,14 +26,14 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use wap_types::{LastId, RpUsageRecord};
 
-use super::{check_key_reuse, renumbered, LastIdBeyondIssued, LedgerError, LedgerOptions, LedgerStats};
+use super::{check_key_reuse, renumbered, LastIdBeyondIssued, LedgerOptions, LedgerStats, UsageLedgerError};
 use crate::usage::{UsageEntry, UsagePage, UsagePoll, UsageQuery};
 
 /// Free pages above which an acknowledgement also returns space to the file system (4 KiB pages: 16 MiB).
 const VACUUM_FREE_PAGES: i64 = 4096;
 
 /// Where an append's ids (or its error) go.
-type AppendReply = std::sync::mpsc::Sender<Result<RangeInclusive<i64>, LedgerError>>;
+type AppendReply = std::sync::mpsc::Sender<Result<RangeInclusive<i64>, UsageLedgerError>>;
 
 /// An append waiting for the next group commit: its records, its client key, and where its ids go.
 type PendingAppend = (Vec<RpUsageRecord>, Option<String>, AppendReply);
@@ -49,7 +49,7 @@ pub(super) struct SqliteLedger {
 }
 
 impl SqliteLedger {
-    pub(super) fn open(path: &Path) -> Result<Self, LedgerError> {
+    pub(super) fn open(path: &Path) -> Result<Self, UsageLedgerError> {
         let location = path.display().to_string();
         let err = |e: rusqlite::Error| storage_error(&location, "cannot open", e);
         let conn = Connection::open(path).map_err(err)?;
@@ -64,7 +64,7 @@ impl SqliteLedger {
         }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(LedgerError::Storage {
+            return Err(UsageLedgerError::Storage {
                 location,
                 message: format!("cannot switch to WAL journal mode (got {mode})"),
                 retryable: false,
@@ -113,7 +113,7 @@ impl SqliteLedger {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+    fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> UsageLedgerError + '_ {
         let what = what.to_owned();
         move |e| storage_error(&self.location, &what, e)
     }
@@ -124,7 +124,7 @@ impl SqliteLedger {
         records: Vec<RpUsageRecord>,
         key: Option<String>,
         options: &LedgerOptions,
-    ) -> Result<RangeInclusive<i64>, LedgerError> {
+    ) -> Result<RangeInclusive<i64>, UsageLedgerError> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push((records, key, tx));
         {
@@ -135,7 +135,7 @@ impl SqliteLedger {
             }
         }
         // Our append was committed by us or by the holder of the connection before us.
-        rx.recv().unwrap_or_else(|_| Err(LedgerError::Task("append was dropped before its commit".into())))
+        rx.recv().unwrap_or_else(|_| Err(UsageLedgerError::Task("append was dropped before its commit".into())))
     }
 
     /// Commits queued appends in one transaction and answers each.
@@ -157,7 +157,7 @@ impl SqliteLedger {
                 let retryable = e.is_retryable();
                 let mut first = Some(e);
                 for tx in senders {
-                    let err = first.take().unwrap_or_else(|| LedgerError::Storage {
+                    let err = first.take().unwrap_or_else(|| UsageLedgerError::Storage {
                         location: self.location.clone(),
                         message: message.clone(),
                         retryable,
@@ -177,7 +177,7 @@ impl SqliteLedger {
         conn: &mut Connection,
         batches: Vec<(Vec<RpUsageRecord>, Option<String>)>,
         options: &LedgerOptions,
-    ) -> Result<Vec<Result<RangeInclusive<i64>, LedgerError>>, LedgerError> {
+    ) -> Result<Vec<Result<RangeInclusive<i64>, UsageLedgerError>>, UsageLedgerError> {
         let err = self.err("cannot append");
         conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
@@ -211,10 +211,13 @@ impl SqliteLedger {
                         continue;
                     }
                 }
-                let first = highest.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
-                let count = i64::try_from(records.len()).map_err(|_| LedgerError::IdsExhausted)?;
-                let last =
-                    if count == 0 { highest } else { first.checked_add(count - 1).ok_or(LedgerError::IdsExhausted)? };
+                let first = highest.checked_add(1).ok_or(UsageLedgerError::IdsExhausted)?;
+                let count = i64::try_from(records.len()).map_err(|_| UsageLedgerError::IdsExhausted)?;
+                let last = if count == 0 {
+                    highest
+                } else {
+                    first.checked_add(count - 1).ok_or(UsageLedgerError::IdsExhausted)?
+                };
                 for (id, mut record) in (first..).zip(records) {
                     record.event_id = id;
                     let json = serde_json::to_string(&record)?;
@@ -243,7 +246,7 @@ impl SqliteLedger {
     }
 
     /// Moves the id counter to at least `id`; records never served with an id at or below it get new ids above it.
-    fn advance_in(conn: &Connection, id: i64) -> Result<u64, LedgerError> {
+    fn advance_in(conn: &Connection, id: i64) -> Result<u64, UsageLedgerError> {
         let err = |e| storage_error("", "cannot advance ids", e);
         let mut highest = read_value(conn, "highest_issued").map_err(err)?.max(id);
         let served = read_value(conn, "served_through").map_err(err)?;
@@ -257,7 +260,7 @@ impl SqliteLedger {
             rows.collect::<rusqlite::Result<_>>().map_err(err)?
         };
         for (old, json) in &moving {
-            let next = highest.checked_add(1).ok_or(LedgerError::IdsExhausted)?;
+            let next = highest.checked_add(1).ok_or(UsageLedgerError::IdsExhausted)?;
             let entry = renumbered(&UsageEntry::from_trusted_json(*old, json.clone()), next)?;
             conn.execute(
                 "UPDATE wap_usage_record SET event_id = ?1, record = ?2 WHERE event_id = ?3",
@@ -274,7 +277,7 @@ impl SqliteLedger {
         Ok(moving.len() as u64)
     }
 
-    pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, LedgerError> {
+    pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, UsageLedgerError> {
         let mut conn = self.lock();
         let err = self.err("cannot advance ids");
         conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
@@ -285,16 +288,16 @@ impl SqliteLedger {
     }
 
     /// Puts this ledger's file name into a storage error made without it.
-    fn relocate(&self, e: LedgerError) -> LedgerError {
+    fn relocate(&self, e: UsageLedgerError) -> UsageLedgerError {
         match e {
-            LedgerError::Storage { message, retryable, source, .. } => {
-                LedgerError::Storage { location: self.location.clone(), message, retryable, source }
+            UsageLedgerError::Storage { message, retryable, source, .. } => {
+                UsageLedgerError::Storage { location: self.location.clone(), message, retryable, source }
             }
             other => other,
         }
     }
 
-    pub(super) fn stats(&self) -> Result<LedgerStats, LedgerError> {
+    pub(super) fn stats(&self) -> Result<LedgerStats, UsageLedgerError> {
         let conn = self.lock();
         let err = self.err("cannot read counters");
         let pending: i64 = conn.query_row("SELECT count(*) FROM wap_usage_record", [], |r| r.get(0)).map_err(&err)?;
@@ -339,7 +342,7 @@ impl SqliteLedger {
         Ok(())
     }
 
-    pub(super) fn acknowledge(&self, up_to: i64) -> Result<u64, LedgerError> {
+    pub(super) fn acknowledge(&self, up_to: i64) -> Result<u64, UsageLedgerError> {
         let mut conn = self.lock();
         let err = self.err("cannot acknowledge");
         conn.execute_batch("PRAGMA synchronous = NORMAL;").map_err(&err)?;
@@ -353,7 +356,7 @@ impl SqliteLedger {
     }
 
     /// Records that a page up to `through` was handed to a collector (never lowers the mark).
-    pub(super) fn mark_served(&self, through: i64) -> Result<(), LedgerError> {
+    pub(super) fn mark_served(&self, through: i64) -> Result<(), UsageLedgerError> {
         let conn = self.lock();
         let err = self.err("cannot record the served mark");
         // FULL: the mark is durable before the page leaves, so records renumbered later were really never sent.
@@ -368,11 +371,11 @@ impl SqliteLedger {
         Ok(())
     }
 
-    pub(super) fn served_through(&self) -> Result<i64, LedgerError> {
+    pub(super) fn served_through(&self) -> Result<i64, UsageLedgerError> {
         read_value(&self.lock(), "served_through").map_err(self.err("cannot read the served mark"))
     }
 
-    pub(super) fn records_after(&self, after: LastId, limit: usize) -> Result<UsagePage, LedgerError> {
+    pub(super) fn records_after(&self, after: LastId, limit: usize) -> Result<UsagePage, UsageLedgerError> {
         Self::records_after_in(&self.lock(), after, limit).map_err(self.err("cannot read records"))
     }
 
@@ -381,7 +384,7 @@ impl SqliteLedger {
         query: UsageQuery,
         max_page: usize,
         options: &LedgerOptions,
-    ) -> Result<UsagePoll, LedgerError> {
+    ) -> Result<UsagePoll, UsageLedgerError> {
         let mut conn = self.lock();
         let err = self.err("cannot serve usage");
         let highest = read_value(&conn, "highest_issued").map_err(&err)?;
@@ -400,7 +403,7 @@ impl SqliteLedger {
                 poll.last_id_beyond_issued = true;
                 match options.last_id_beyond_issued {
                     LastIdBeyondIssued::Refuse => {
-                        return Err(LedgerError::LastIdBeyondIssued { last_id: last, highest_issued: highest })
+                        return Err(UsageLedgerError::LastIdBeyondIssued { last_id: last, highest_issued: highest })
                     }
                     LastIdBeyondIssued::AdvanceIds => {
                         // Nothing is acknowledged: the page holds the records that got new ids above `last`.
@@ -436,7 +439,7 @@ impl SqliteLedger {
     }
 
     /// Returns every free page to the file system and truncates the WAL (the file shrinks at that checkpoint).
-    pub(super) fn compact(&self) -> Result<(), LedgerError> {
+    pub(super) fn compact(&self) -> Result<(), UsageLedgerError> {
         let conn = self.lock();
         let err = self.err("cannot compact");
         incremental_vacuum(&conn).map_err(&err)?;
@@ -460,10 +463,10 @@ fn read_value(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
-fn storage_error(location: &str, what: &str, e: rusqlite::Error) -> LedgerError {
+fn storage_error(location: &str, what: &str, e: rusqlite::Error) -> UsageLedgerError {
     let retryable =
         matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
-    LedgerError::Storage {
+    UsageLedgerError::Storage {
         location: location.to_owned(),
         message: format!("{what}: {e}"),
         retryable,
