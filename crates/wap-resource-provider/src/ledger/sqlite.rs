@@ -451,13 +451,18 @@ impl SqliteLedger {
         let err = self.err("cannot record the served mark");
         // FULL: the mark is durable before the page leaves, so records renumbered later were really never sent.
         conn.synchronous(true).map_err(&err)?;
-        conn.execute(
+        Self::raise_served_in(&conn, through).map_err(&err)?;
+        Ok(())
+    }
+
+    /// Raises the served mark to `through` (never lowers it, never above the highest issued id).
+    fn raise_served_in(conn: &Connection, through: i64) -> rusqlite::Result<()> {
+        conn.prepare_cached(
             "UPDATE wap_usage_ledger
                 SET value = max(value, min(?1, (SELECT value FROM wap_usage_ledger WHERE name = 'highest_issued')))
               WHERE name = 'served_through'",
-            params![through],
-        )
-        .map_err(&err)?;
+        )?
+        .execute(params![through])?;
         Ok(())
     }
 
@@ -480,8 +485,13 @@ impl SqliteLedger {
         let highest = read_value(&conn, "highest_issued").map_err(&err)?;
         let served = read_value(&conn, "served_through").map_err(&err)?;
         let moves_ids = query.last_id.get().is_some_and(|last| last > highest || last > served);
-        // Moving ids is an append-like change (FULL); a plain acknowledgement is not (NORMAL, see the module docs).
-        conn.synchronous(moves_ids).map_err(&err)?;
+        let limit = (query.batch_size as usize).min(max_page);
+        // A page with records above the served mark raises the mark in this same transaction, before it leaves.
+        let raises_mark = limit > 0 && highest > served;
+        // Moving ids and raising the mark are append-like changes (FULL); a plain acknowledgement is not (NORMAL,
+        // see the module docs). One commit, so at most one sync per page.
+        let full = moves_ids || raises_mark;
+        conn.synchronous(full).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let highest = read_value(&tx, "highest_issued").map_err(&err)?;
         let mut poll = UsagePoll::new(UsagePage::empty(), highest);
@@ -516,9 +526,15 @@ impl SqliteLedger {
         }
         poll.highest_issued = read_value(&tx, "highest_issued").map_err(&err)?;
         poll.served_through = Some(read_value(&tx, "served_through").map_err(&err)?);
-        let limit = (query.batch_size as usize).min(max_page);
         if limit > 0 {
             poll.page = Self::records_after_in(&tx, poll.after, limit).map_err(&err)?;
+        }
+        let page_last = poll.page.entries().last().map(UsageEntry::event_id);
+        if let (Some(last), true) = (page_last, full) {
+            if last > poll.served_through.unwrap_or(0) {
+                Self::raise_served_in(&tx, last).map_err(&err)?;
+                poll.served_recorded_through = Some(last);
+            }
         }
         tx.commit().map_err(&err)?;
         if removed > 0 {
@@ -547,7 +563,8 @@ fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
 
 fn read_value(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     Ok(conn
-        .query_row("SELECT value FROM wap_usage_ledger WHERE name = ?1", params![name], |r| r.get(0))
+        .prepare_cached("SELECT value FROM wap_usage_ledger WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }
