@@ -32,6 +32,9 @@ use crate::usage::{UsageEntry, UsagePage, UsagePoll, UsageQuery};
 /// Free pages above which an acknowledgement also returns space to the file system (4 KiB pages: 16 MiB).
 const VACUUM_FREE_PAGES: i64 = 4096;
 
+/// How many times the committer yields, at most, for the previous group's appenders to queue again.
+const GATHER_YIELDS: usize = 64;
+
 /// Where an append's ids (or its error) go.
 type AppendReply = tokio::sync::oneshot::Sender<Result<RangeInclusive<i64>, LedgerError>>;
 
@@ -208,10 +211,19 @@ impl SqliteLedger {
     /// The committer: commits the queued appends, group by group, until none is left.
     fn commit_queued(&self, options: &LedgerOptions) {
         let _guard = CommitterGuard(self);
+        let mut previous_group = 0;
         loop {
             // The connection first, then the queue: everything that arrived while the previous commit synced, or
             // while a poll held the connection, goes into this commit.
             let mut conn = self.lock();
+            // The appenders answered by the previous commit are being woken and will append again: give them a
+            // moment (a bounded number of yields, no sleep) to join this group rather than the next one.
+            for _ in 0..GATHER_YIELDS {
+                if self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending.len() >= previous_group {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             let batch = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if queue.pending.is_empty() {
@@ -220,6 +232,7 @@ impl SqliteLedger {
                 }
                 std::mem::take(&mut queue.pending)
             };
+            previous_group = batch.len();
             self.commit_appends(&mut conn, batch, options);
         }
     }
