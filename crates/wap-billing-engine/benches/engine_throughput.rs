@@ -1,6 +1,11 @@
 //! Engine throughput with durable SQLite commits, beside the raw page rate of the same in-memory source.
 //!
-//! `cargo bench -p wap-billing-engine --bench engine_throughput` (set `BENCH_RECORDS`, default 100000).
+//! `cargo bench -p wap-billing-engine --bench engine_throughput` (`BENCH_RECORDS`, default 100000; `BENCH_ROUNDS`,
+//! default 5).
+//!
+//! Every round measures every case once (the order rotating between rounds), each processor on a fresh state file
+//! opened before the timed part; ratios are taken within each round, and the median and range are printed, with a
+//! `RESULT` line per ratio for `scripts/bench`.
 //!
 //! * baseline: paging the in-memory source alone (fetch, sort, advance): the engine's upper bound here;
 //! * usage processor, `synchronous = FULL` and `NORMAL`: one fenced commit (cursor + processed range) per batch;
@@ -112,8 +117,29 @@ async fn event_rate(source: &MemorySource, store: Arc<dyn StateStore>, n: u64) -
     rate
 }
 
+/// Median, lowest and highest of `values`.
+fn summary(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    (median, v[0], v[v.len() - 1])
+}
+
+fn report(key: &str, what: &str, values: &[f64]) {
+    let (median, min, max) = summary(values);
+    let precision = if median >= 100.0 { 0 } else { 4 };
+    println!(
+        "{what}: median {median:.precision$} (range {min:.precision$}-{max:.precision$}, {} rounds)",
+        values.len()
+    );
+    println!("RESULT {key} median={median:.4} min={min:.4} max={max:.4} rounds={}", values.len());
+}
+
 fn main() {
-    let n: u64 = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let full_run = std::env::args().any(|a| a == "--bench");
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let n: u64 = env("BENCH_RECORDS").unwrap_or(if full_run { 100_000 } else { 2_000 });
+    let rounds = env("BENCH_ROUNDS").unwrap_or(if full_run { 5 } else { 1 }).max(1) as usize;
     let events: u64 = (n / 20).max(100);
     let batch = 1000;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -125,21 +151,34 @@ fn main() {
             let plan = Plan { id: format!("plan-{id}"), ..Default::default() };
             FeedItem::Plan(UsageEvent::new(id, NotificationState::Acknowledged, EventMethod::Put, plan))
         }));
-
-        let base = baseline(&source, FeedKind::Usage, n, batch).await;
-        let full = usage_rate(&source, store(&dir, "full.db", SqliteSync::Full).await, n, batch).await;
-        let normal = usage_rate(&source, store(&dir, "normal.db", SqliteSync::Normal).await, n, batch).await;
-        let ev_base = baseline(&source, FeedKind::Plans, events, batch).await;
-        let ev_full = event_rate(&source, store(&dir, "events.db", SqliteSync::Full).await, events).await;
-
-        println!("records: {n}, batch {batch}; events: {events}");
-        println!("baseline page rate (usage)         {base:>12.0} records/s");
-        println!("usage processor, SQLite FULL       {full:>12.0} records/s  ({:.3} of baseline)", full / base);
-        println!("usage processor, SQLite NORMAL     {normal:>12.0} records/s  ({:.3} of baseline)", normal / base);
-        println!("baseline page rate (plans)         {ev_base:>12.0} events/s");
-        println!(
-            "event processor, SQLite FULL       {ev_full:>12.0} events/s   ({:.4} of baseline)",
-            ev_full / ev_base
-        );
+        println!("records: {n}, batch {batch}; events: {events}; {rounds} rounds");
+        // [baseline, FULL, NORMAL, event baseline, events FULL]
+        let mut rates: [Vec<f64>; 5] = Default::default();
+        for round in 0..rounds {
+            for k in 0..5 {
+                let case = (k + round) % 5;
+                let file = format!("r{round}-c{case}.db");
+                let rate = match case {
+                    0 => baseline(&source, FeedKind::Usage, n, batch).await,
+                    1 => usage_rate(&source, store(&dir, &file, SqliteSync::Full).await, n, batch).await,
+                    2 => usage_rate(&source, store(&dir, &file, SqliteSync::Normal).await, n, batch).await,
+                    3 => baseline(&source, FeedKind::Plans, events, batch).await,
+                    _ => event_rate(&source, store(&dir, &file, SqliteSync::Full).await, events).await,
+                };
+                rates[case].push(rate);
+            }
+            println!(
+                "round {round}: baseline {:.0}, FULL {:.0}, NORMAL {:.0} records/s; events baseline {:.0}, FULL {:.0} events/s",
+                rates[0][round], rates[1][round], rates[2][round], rates[3][round], rates[4][round]
+            );
+        }
+        let ratio = |a: usize, b: usize| rates[a].iter().zip(&rates[b]).map(|(x, y)| x / y).collect::<Vec<_>>();
+        report("engine_baseline_rate", "baseline page rate (usage), records/s", &rates[0]);
+        report("engine_usage_full_rate", "usage processor, SQLite FULL, records/s", &rates[1]);
+        report("engine_usage_normal_rate", "usage processor, SQLite NORMAL, records/s", &rates[2]);
+        report("engine_event_full_rate", "event processor, SQLite FULL, events/s", &rates[4]);
+        report("engine_usage_full_vs_baseline", "usage processor FULL / baseline", &ratio(1, 0));
+        report("engine_usage_normal_vs_baseline", "usage processor NORMAL / baseline", &ratio(2, 0));
+        report("engine_event_full_vs_baseline", "event processor FULL / baseline", &ratio(4, 3));
     });
 }

@@ -113,6 +113,8 @@ fn main() {
         println!("records: {n}, batch 1000, SQLite FULL (state and ledger), {rounds} alternating pairs");
         println!("idempotent path (median)   {:>10.0} records/s", median(&mut idem));
         println!("journaled path (median)    {:>10.0} records/s", median(&mut jour));
-        println!("journaled / idempotent     median {:.3} (range {lo:.3}–{hi:.3})", median(&mut ratios));
+        let m = median(&mut ratios);
+        println!("journaled / idempotent     median {m:.3} (range {lo:.3}–{hi:.3})");
+        println!("RESULT journal_vs_idempotent median={m:.4} min={lo:.4} max={hi:.4} rounds={rounds}");
     });
 }

@@ -1,11 +1,16 @@
-//! Usage ledger throughput, SQLite beside the in-memory ledger in the same run:
+//! Usage ledger throughput, SQLite beside the in-memory ledger, in alternating rounds inside one process:
 //!
 //! * records/s served by `GET /usage?lastID=&batchSize=1000` over real HTTP (keep-alive, loopback), draining a
-//!   ledger of `SERVE_RECORDS` records page by page with acknowledgement;
-//! * records/s appended durably, one record per call and in batches of 1,000.
+//!   ledger of `RP_BENCH_RECORDS` records page by page with acknowledgement;
+//! * records/s appended durably: one record per call, 32 tasks appending one record per call (group commit), and
+//!   batches of 1,000.
 //!
-//! Run: `cargo bench -p wap-resource-provider --bench usage_ledger` (release). Set `RP_BENCH_RECORDS` to change
-//! the size of the served ledger (default 200,000).
+//! Each round measures every case on both backends (the order alternates between rounds); filling the ledgers,
+//! opening files and binding the server are outside the timed part. The ratio is taken within each round; the
+//! median and the range over the rounds are printed, and one `RESULT` line per figure for `scripts/bench`.
+//!
+//! Run: `cargo bench -p wap-resource-provider --bench usage_ledger` (release). `RP_BENCH_RECORDS` sets the size of
+//! the served ledger (default 200,000), `BENCH_ROUNDS` the rounds (default 5).
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
@@ -86,6 +91,85 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// Median, lowest and highest of `values`.
+fn summary(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    (median, v[0], v[v.len() - 1])
+}
+
+/// Prints a figure's median and range, and its `RESULT` line.
+fn report(key: &str, what: &str, values: &[f64]) {
+    let (median, min, max) = summary(values);
+    let precision = if median >= 100.0 { 0 } else { 4 };
+    println!(
+        "{what}: median {median:.precision$} (range {min:.precision$}-{max:.precision$}, {} rounds)",
+        values.len()
+    );
+    println!("RESULT {key} median={median:.4} min={min:.4} max={max:.4} rounds={}", values.len());
+}
+
+/// One backend's figures in one round.
+#[derive(Default)]
+struct Figures {
+    serve: f64,
+    single: f64,
+    concurrent: f64,
+    batched: f64,
+}
+
+struct Sizes {
+    served: u64,
+    single: u64,
+    batched: u64,
+    per_task: u64,
+}
+
+/// Every case on one backend (`None`: memory; `Some(dir)`: SQLite files in it, fresh for this round).
+async fn measure(sqlite: Option<&std::path::Path>, round: usize, sizes: &Sizes) -> Figures {
+    let open = |name: &str| {
+        let path = sqlite.map(|dir| dir.join(format!("{name}-{round}.db")));
+        async move {
+            match path {
+                Some(path) => UsageLedger::open(path).await.unwrap(),
+                None => UsageLedger::in_memory(),
+            }
+        }
+    };
+    let served = open("serve").await;
+    fill(&served, sizes.served).await;
+    let (records, time) = serve(served).await;
+    assert_eq!(records, sizes.served);
+    let serve_rate = rate(records, time);
+
+    let ledger = open("single").await;
+    let t = Instant::now();
+    for i in 0..sizes.single {
+        ledger.append(record(i)).await.unwrap();
+    }
+    let single = rate(sizes.single, t.elapsed());
+
+    let ledger = open("concurrent").await;
+    let concurrent = concurrent_singles(&ledger, 32, sizes.per_task).await;
+    if sqlite.is_some() {
+        let stats = ledger.stats().await.unwrap();
+        assert_eq!(stats.pending, 32 * sizes.per_task);
+        println!(
+            "  sqlite, 32 tasks: {} appends in {} commits ({:.1} appends per sync)",
+            32 * sizes.per_task,
+            stats.append_commits,
+            (32 * sizes.per_task) as f64 / stats.append_commits.max(1) as f64
+        );
+    }
+
+    let ledger = open("batches").await;
+    let t = Instant::now();
+    fill_batches(&ledger, sizes.batched).await;
+    let batched = rate(sizes.batched, t.elapsed());
+    Figures { serve: serve_rate, single, concurrent, batched }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -93,58 +177,66 @@ async fn main() {
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then a quick smoke run.
     let full = std::env::args().any(|a| a == "--bench");
-    let default_records = if full { 200_000 } else { 2_000 };
-    let n: u64 = std::env::var("RP_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_records);
-    let (single, batched, per_task) = if full { (2_000u64, 100_000u64, 100u64) } else { (20, 2_000, 2) };
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let sizes = if full {
+        Sizes { served: env("RP_BENCH_RECORDS", 200_000), single: 1_000, batched: 100_000, per_task: 100 }
+    } else {
+        Sizes { served: 2_000, single: 20, batched: 2_000, per_task: 2 }
+    };
+    let rounds = env("BENCH_ROUNDS", if full { 5 } else { 1 }).max(1) as usize;
     let dir = tempfile::tempdir().unwrap();
-
-    println!("== /usage served at batchSize=1000 over HTTP ({n} records, drained with acknowledgement)");
-    let memory = UsageLedger::in_memory();
-    fill(&memory, n).await;
-    let (m_records, m_time) = serve(memory).await;
-    assert_eq!(m_records, n);
-    let sqlite = UsageLedger::open(dir.path().join("serve.db")).await.unwrap();
-    fill(&sqlite, n).await;
-    let (s_records, s_time) = serve(sqlite).await;
-    assert_eq!(s_records, n);
-    let (m_rate, s_rate) = (rate(m_records, m_time), rate(s_records, s_time));
-    println!("memory  : {m_rate:>12.0} records/s ({m_time:.2?})");
-    println!("sqlite  : {s_rate:>12.0} records/s ({s_time:.2?})");
-    println!("sqlite / memory = {:.2}", s_rate / m_rate);
-
-    println!("== durable appends");
-    let memory = UsageLedger::in_memory();
-    let t = Instant::now();
-    for i in 0..single {
-        memory.append(record(i)).await.unwrap();
-    }
-    let m_single = rate(single, t.elapsed());
-    let t = Instant::now();
-    fill_batches(&memory, batched).await;
-    let m_batch = rate(batched, t.elapsed());
-    let sqlite = UsageLedger::open(dir.path().join("append.db")).await.unwrap();
-    let t = Instant::now();
-    for i in 0..single {
-        sqlite.append(record(i)).await.unwrap();
-    }
-    let s_single = rate(single, t.elapsed());
-    let t = Instant::now();
-    fill_batches(&sqlite, batched).await;
-    let s_batch = rate(batched, t.elapsed());
-    let m_concurrent = concurrent_singles(&memory, 32, per_task).await;
-    let s_concurrent = concurrent_singles(&sqlite, 32, per_task).await;
-    println!("memory  one per call  : {m_single:>12.0} records/s");
-    println!("sqlite  one per call  : {s_single:>12.0} records/s (each a committed transaction, synchronous=FULL)");
-    println!("memory  batches of 1000: {m_batch:>12.0} records/s");
-    println!("sqlite  batches of 1000: {s_batch:>12.0} records/s");
-    println!("memory  one per call, 32 tasks: {m_concurrent:>12.0} records/s");
-    println!("sqlite  one per call, 32 tasks: {s_concurrent:>12.0} records/s (group commit)");
     println!(
-        "sqlite / memory: one per call {:.4}, 32 tasks {:.4}, batches {:.2}",
-        s_single / m_single,
-        s_concurrent / m_concurrent,
-        s_batch / m_batch
+        "usage ledger: {} records served at batchSize=1000, {} single appends, 32 tasks x {}, {} in batches of \
+         1000; {rounds} alternating rounds",
+        sizes.served, sizes.single, sizes.per_task, sizes.batched
     );
+    let (mut memory, mut sqlite) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (m, s) = if round % 2 == 0 {
+            let m = measure(None, round, &sizes).await;
+            (m, measure(Some(dir.path()), round, &sizes).await)
+        } else {
+            let s = measure(Some(dir.path()), round, &sizes).await;
+            (measure(None, round, &sizes).await, s)
+        };
+        println!(
+            "round {round}: /usage memory {:.0} sqlite {:.0} rec/s ({:.2}); one per call {:.0} / {:.0}; 32 tasks \
+             {:.0} / {:.0}; batches {:.0} / {:.0}",
+            m.serve,
+            s.serve,
+            s.serve / m.serve,
+            m.single,
+            s.single,
+            m.concurrent,
+            s.concurrent,
+            m.batched,
+            s.batched
+        );
+        memory.push(m);
+        sqlite.push(s);
+    }
+    let ratio = |f: fn(&Figures) -> f64| memory.iter().zip(&sqlite).map(|(m, s)| f(s) / f(m)).collect::<Vec<_>>();
+    let rates = |v: &[Figures], f: fn(&Figures) -> f64| v.iter().map(f).collect::<Vec<_>>();
+    report("rp_usage_memory_rate", "/usage from memory, records/s", &rates(&memory, |f| f.serve));
+    report("rp_usage_sqlite_rate", "/usage from SQLite, records/s", &rates(&sqlite, |f| f.serve));
+    report("rp_usage_sqlite_vs_memory", "/usage SQLite / memory", &ratio(|f| f.serve));
+    report(
+        "rp_append_single_sqlite_rate",
+        "SQLite durable append, one per call, records/s",
+        &rates(&sqlite, |f| f.single),
+    );
+    report(
+        "rp_append_32_tasks_sqlite_rate",
+        "SQLite durable append, 32 tasks one record per call (group commit), records/s",
+        &rates(&sqlite, |f| f.concurrent),
+    );
+    report("rp_append_32_tasks_memory_rate", "memory append, 32 tasks, records/s", &rates(&memory, |f| f.concurrent));
+    report(
+        "rp_append_batch_sqlite_rate",
+        "SQLite durable append, batches of 1000, records/s",
+        &rates(&sqlite, |f| f.batched),
+    );
+    report("rp_append_batch_sqlite_vs_memory", "batches of 1000, SQLite / memory", &ratio(|f| f.batched));
 }
 
 async fn fill_batches(ledger: &UsageLedger, n: u64) {

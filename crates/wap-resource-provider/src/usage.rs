@@ -248,6 +248,10 @@ pub struct UsagePoll {
     pub renumbered: u64,
     /// The served mark when the page was read, when the source keeps one.
     pub served_through: Option<i64>,
+    /// The source already raised its served mark to this id, durably, in the transaction that read the page (the
+    /// built-in SQLite ledger does, so a page costs one commit): [`serve_usage`] then does not call
+    /// [`UsageSource::record_served`] for a page ending at or below it.
+    pub served_recorded_through: Option<i64>,
 }
 
 impl UsagePoll {
@@ -262,6 +266,7 @@ impl UsagePoll {
             ids_advanced: false,
             renumbered: 0,
             served_through: None,
+            served_recorded_through: None,
         }
     }
 }
@@ -520,7 +525,8 @@ pub async fn serve_usage_with<S: UsageSource + ?Sized>(
         }
     }
     if let Some(last) = poll.page.entries.last().map(|e| e.event_id) {
-        if last > served || poll.served_through.is_none() {
+        let recorded = poll.served_recorded_through.is_some_and(|through| through >= last);
+        if (last > served || poll.served_through.is_none()) && !recorded {
             source.record_served(last).await?;
         }
     }

@@ -94,6 +94,11 @@ fn process_cpu() -> Option<Duration> {
 }
 
 impl Samples {
+    /// Requests and wall time so far (to take one round's rate).
+    fn rate_parts(&self) -> (usize, Duration) {
+        (self.latencies.len(), self.elapsed)
+    }
+
     fn point(mut self) -> Point {
         self.latencies.sort_unstable();
         let all = &self.latencies;
@@ -167,7 +172,7 @@ struct Worst {
 }
 
 /// Measures the three concurrencies on `runtime` and prints one table.
-fn measure(runtime: &tokio::runtime::Runtime, label: &str, duration: Duration) -> Worst {
+fn measure(runtime: &tokio::runtime::Runtime, label: &str, key: &str, duration: Duration) -> Worst {
     runtime.block_on(async move {
         let bare = bare_server().await;
         let approver = FnApprover::new(
@@ -198,10 +203,27 @@ fn measure(runtime: &tokio::runtime::Runtime, label: &str, duration: Duration) -
         for concurrency in [1, 16, 64] {
             // Alternate short rounds so that a change in machine load hits both servers alike.
             let (mut bare_samples, mut responder_samples) = (Samples::default(), Samples::default());
+            let mut round_ratios = Vec::new();
             for _ in 0..ROUNDS {
+                let (bare_before, responder_before) = (bare_samples.rate_parts(), responder_samples.rate_parts());
                 load(bare, concurrency, duration / ROUNDS, next_id.clone(), &mut bare_samples).await;
                 load(server.local_addr(), concurrency, duration / ROUNDS, next_id.clone(), &mut responder_samples).await;
+                let round_rate = |s: &Samples, (n, t): (usize, Duration)| {
+                    (s.latencies.len() - n) as f64 / (s.elapsed - t).as_secs_f64()
+                };
+                round_ratios.push(
+                    round_rate(&responder_samples, responder_before) / round_rate(&bare_samples, bare_before),
+                );
             }
+            round_ratios.sort_by(f64::total_cmp);
+            let n = round_ratios.len();
+            let round_median =
+                if n % 2 == 1 { round_ratios[n / 2] } else { (round_ratios[n / 2 - 1] + round_ratios[n / 2]) / 2.0 };
+            println!(
+                "RESULT responder_{key}_c{concurrency} median={round_median:.4} min={:.4} max={:.4} rounds={n}",
+                round_ratios[0],
+                round_ratios[n - 1]
+            );
             let (b, r) = (bare_samples.point(), responder_samples.point());
             let ratio = r.rate / b.rate;
             worst.rate = worst.rate.min(ratio);
@@ -239,12 +261,13 @@ fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     // The default: a runtime with one worker per core, servers and load generator on it together.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let default = measure(&runtime, &format!("{cores} worker threads (Tokio's default)"), duration);
+    let default =
+        measure(&runtime, &format!("{cores} worker threads (Tokio's default)"), &format!("{cores}w"), duration);
     drop(runtime);
     // One worker: no thread ever waits for another, so the ratio is the servers' own work per request, without
     // the cost of waking a parked worker (which, at concurrency 1, grows faster than the work that causes it).
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let single = measure(&runtime, "1 worker thread", duration);
+    let single = measure(&runtime, "1 worker thread", "1w", duration);
     println!();
     if full {
         println!(

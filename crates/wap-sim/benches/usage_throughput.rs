@@ -63,28 +63,42 @@ fn main() {
     rt.block_on(async {
         let sim = WapSim::builder().seed(1).dataset(DatasetSpec::with_usage_records(n)).start().await.expect("start");
         let records = sim.usage_records();
-        let mut best_http = 0.0f64;
-        let mut best_local = 0.0f64;
+        let (mut https, mut locals, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut mb = 0.0;
         for round in 0..ROUNDS {
-            let (count, bytes, took) = over_loopback(&sim).await;
+            // Both sides in every round, the order alternating; the ratio is taken within the round.
+            let ((count, bytes, took), (lcount, lbytes, ltook)) = if round % 2 == 0 {
+                let http = over_loopback(&sim).await;
+                (http, in_process(&records))
+            } else {
+                let local = in_process(&records);
+                (over_loopback(&sim).await, local)
+            };
             assert_eq!(count, n, "every record emitted");
-            let (lcount, lbytes, ltook) = in_process(&records);
             let (h, l) = (rate(count, took), rate(lcount, ltook));
             println!(
                 "round {round}: loopback {h:>10.0} records/s ({:.1} MB/s) | in-process serialise {l:>10.0} records/s ({:.1} MB/s)",
                 rate(bytes, took) / 1e6,
                 rate(lbytes, ltook) / 1e6
             );
-            best_http = best_http.max(h);
-            best_local = best_local.max(l);
+            https.push(h);
+            locals.push(l);
+            ratios.push(h / l);
             mb = bytes as f64 / count as f64;
         }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (http, local) = (median(&mut https), median(&mut locals));
+        let ratio = median(&mut ratios);
+        let (low, high) = (ratios[0], ratios[ratios.len() - 1]);
         println!(
-            "usage_throughput: {n} records, batch {BATCH}, {mb:.0} bytes/record: loopback {best_http:.0} records/s, \
-             in-process {best_local:.0} records/s, ratio {:.2}",
-            best_http / best_local
+            "usage_throughput: {n} records, batch {BATCH}, {mb:.0} bytes/record: loopback {http:.0} records/s, \
+             in-process {local:.0} records/s (medians of {ROUNDS} rounds), ratio median {ratio:.2} (range \
+             {low:.2}-{high:.2})"
         );
+        println!("RESULT sim_loopback_vs_serialise median={ratio:.4} min={low:.4} max={high:.4} rounds={ROUNDS}");
         sim.shutdown().await;
     });
 }

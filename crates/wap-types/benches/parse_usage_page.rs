@@ -70,21 +70,27 @@ fn parse_value(bytes: &[u8]) -> usize {
     }
 }
 
-/// Median seconds per call of `f` over `rounds` rounds, interleaving with `g` so both see the same machine state.
-fn interleaved(bytes: &[u8], rounds: usize) -> (f64, f64) {
+/// Interleaved rounds (typed, then `Value`, so both see the same machine state): the median seconds per call of
+/// each, and the ratio typed / `Value` (records/s) of every round.
+fn interleaved(bytes: &[u8], rounds: usize) -> (f64, f64, Vec<f64>) {
     let mut typed = Vec::with_capacity(rounds);
     let mut value = Vec::with_capacity(rounds);
+    let mut ratios = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
         black_box(parse_typed(black_box(bytes)));
-        typed.push(t.elapsed().as_secs_f64());
+        let typed_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         black_box(parse_value(black_box(bytes)));
-        value.push(t.elapsed().as_secs_f64());
+        let value_s = t.elapsed().as_secs_f64();
+        typed.push(typed_s);
+        value.push(value_s);
+        ratios.push(value_s / typed_s);
     }
     typed.sort_by(f64::total_cmp);
     value.sort_by(f64::total_cmp);
-    (typed[rounds / 2], value[rounds / 2])
+    ratios.sort_by(f64::total_cmp);
+    (typed[rounds / 2], value[rounds / 2], ratios)
 }
 
 fn main() {
@@ -103,11 +109,14 @@ fn main() {
     }
     c.final_summary();
 
-    let (typed, value) = interleaved(&bytes, 301);
+    let rounds = 301;
+    let (typed, value, ratios) = interleaved(&bytes, rounds);
     let mb = bytes.len() as f64 / 1e6;
+    let (median, min, max) = (ratios[rounds / 2], ratios[0], ratios[rounds - 1]);
     println!();
-    println!("page: {records} records, {:.1} KB", bytes.len() as f64 / 1e3);
+    println!("page: {records} records, {:.1} KB; {rounds} interleaved rounds", bytes.len() as f64 / 1e3);
     println!("typed UsageRecord : {:>10.0} records/s {:>8.1} MB/s", records as f64 / typed, mb / typed);
     println!("serde_json::Value : {:>10.0} records/s {:>8.1} MB/s", records as f64 / value, mb / value);
-    println!("ratio typed/Value : {:.2}x (target >= 1.00)", value / typed);
+    println!("ratio typed/Value : median {median:.2}x (range {min:.2}-{max:.2}; target >= 1.00)");
+    println!("RESULT parse_typed_vs_value median={median:.4} min={min:.4} max={max:.4} rounds={rounds}");
 }

@@ -53,6 +53,8 @@ fn main() {
         let (pulled, base, peak) = (v[0], v[1], v[2]);
         let grown = peak.saturating_sub(base);
         growth.insert((records, batch, mode), grown);
+        let mib = grown as f64 / 1024.0;
+        println!("RESULT client_peak_{mode}_{records}_b{batch}_mib median={mib:.1} min={mib:.1} max={mib:.1} rounds=1");
         println!(
             "{:>10} | {:>6} | {:>10} | {:>9} MiB | {:>9.1} MiB   ({pulled} records pulled)",
             records,

@@ -212,6 +212,11 @@ async fn run(records: u64) {
             ratio_of(5),
             bytes as f64 / bodies.len() as f64 / 1_048_576.0
         );
+        println!(
+            "RESULT client_pull_vs_parse_b{batch} median={:.4} min={low:.4} max={high:.4} rounds={}",
+            ratio_of(1),
+            rounds.len()
+        );
     }
     sim.shutdown().await;
 }

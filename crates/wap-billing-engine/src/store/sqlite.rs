@@ -292,11 +292,24 @@ impl StateStore for SqliteStore {
 
     async fn record_poll(&self, feed: FeedKind, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.run(move |c| {
-            c.execute(
-                "INSERT INTO cursor (feed, last_poll_at_ms) VALUES (?1, ?2)
-                 ON CONFLICT (feed) DO UPDATE SET last_poll_at_ms = excluded.last_poll_at_ms",
-                params![feed.name(), to_millis(at)],
-            )?;
+            // The poll time only feeds the retention warning: it is committed without its own sync
+            // (`synchronous=NORMAL` for this statement; WAL keeps it atomic, and the next synced commit or
+            // checkpoint makes it durable). With several event feeds polled every sync interval, a sync each would
+            // queue the usage processor's durable commits behind them on this one connection.
+            let level: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            if level > 1 {
+                c.execute_batch("PRAGMA synchronous = NORMAL;")?;
+            }
+            let written = c
+                .prepare_cached(
+                    "INSERT INTO cursor (feed, last_poll_at_ms) VALUES (?1, ?2)
+                     ON CONFLICT (feed) DO UPDATE SET last_poll_at_ms = excluded.last_poll_at_ms",
+                )
+                .and_then(|mut stmt| stmt.execute(params![feed.name(), to_millis(at)]));
+            if level > 1 {
+                c.execute_batch(&format!("PRAGMA synchronous = {level};"))?;
+            }
+            written?;
             Ok(())
         })
         .await
@@ -871,5 +884,33 @@ impl SqliteStore {
             Ok(old.is_some())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        store.run(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?)).await.unwrap()
+    }
+
+    /// The poll time is written without its own sync, and the connection's level is back where it was for the
+    /// durable commits that follow.
+    #[tokio::test]
+    async fn recording_a_poll_keeps_the_store_synchronous_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = from_millis(1_700_000_000_000);
+        for (sync, level) in [(SqliteSync::Full, 2), (SqliteSync::Normal, 1)] {
+            let path = dir.path().join(format!("state-{level}.db"));
+            let store = SqliteStore::open_with(path.clone(), sync).await.unwrap();
+            assert_eq!(synchronous(&store).await, level);
+            store.record_poll(FeedKind::Plans, at).await.unwrap();
+            assert_eq!(synchronous(&store).await, level, "{sync:?}");
+            assert_eq!(store.cursor(FeedKind::Plans).await.unwrap().last_poll_at, Some(at));
+            drop(store);
+            let reopened = SqliteStore::open(&path).await.unwrap();
+            assert_eq!(reopened.cursor(FeedKind::Plans).await.unwrap().last_poll_at, Some(at));
+        }
     }
 }

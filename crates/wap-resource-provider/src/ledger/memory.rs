@@ -108,6 +108,7 @@ impl MemoryLedger {
             served_through: st.served_through,
             acknowledgements_above_served: st.acknowledgements_above_served,
             last_ids_beyond_issued: st.last_ids_beyond_issued,
+            append_commits: 0,
         }
     }
 

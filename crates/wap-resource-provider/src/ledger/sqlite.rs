@@ -20,7 +20,7 @@
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -32,20 +32,85 @@ use crate::usage::{UsageEntry, UsagePage, UsagePoll, UsageQuery};
 /// Free pages above which an acknowledgement also returns space to the file system (4 KiB pages: 16 MiB).
 const VACUUM_FREE_PAGES: i64 = 4096;
 
+/// How many times the committer yields, at most, for the previous group's appenders to queue again.
+const GATHER_YIELDS: usize = 64;
+
 /// Where an append's ids (or its error) go.
-type AppendReply = std::sync::mpsc::Sender<Result<RangeInclusive<i64>, UsageLedgerError>>;
+type AppendReply = tokio::sync::oneshot::Sender<Result<RangeInclusive<i64>, UsageLedgerError>>;
+
+/// What an append gets back: its ids once they are durable, or its error.
+pub(super) type AppendResult = tokio::sync::oneshot::Receiver<Result<RangeInclusive<i64>, UsageLedgerError>>;
 
 /// An append waiting for the next group commit: its records, its client key, and where its ids go.
 type PendingAppend = (Vec<RpUsageRecord>, Option<String>, AppendReply);
 
+/// The appends waiting for the next commit, and whether a committer is running.
+#[derive(Debug, Default)]
+struct AppendQueue {
+    pending: Vec<PendingAppend>,
+    committing: bool,
+}
+
+/// The connection and the `synchronous` level it is set to (so that it is set only when it changes).
+#[derive(Debug)]
+struct Db {
+    conn: Connection,
+    full_sync: Option<bool>,
+}
+
+impl Db {
+    /// Sets `synchronous` to FULL (`true`) or NORMAL (`false`) unless it already is.
+    fn synchronous(&mut self, full: bool) -> rusqlite::Result<()> {
+        if self.full_sync != Some(full) {
+            self.full_sync = None;
+            self.conn.execute_batch(if full {
+                "PRAGMA synchronous = FULL;"
+            } else {
+                "PRAGMA synchronous = NORMAL;"
+            })?;
+            self.full_sync = Some(full);
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct SqliteLedger {
-    conn: Mutex<Connection>,
-    queue: Mutex<Vec<PendingAppend>>,
+    conn: Mutex<Db>,
+    queue: Mutex<AppendQueue>,
     location: String,
     /// Metrics since the process started: `lastID`s above the served mark, and above every issued id.
     acks_above_served: AtomicU64,
     last_ids_beyond_issued: AtomicU64,
+    /// Durable append transactions committed since the process started (one per group).
+    append_commits: AtomicU64,
+}
+
+/// Clears the committer flag when the committer ends, and fails what it left queued if it panicked.
+struct CommitterGuard<'a>(&'a SqliteLedger);
+
+impl Drop for CommitterGuard<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.committing = false;
+        if std::thread::panicking() {
+            // Their senders drop: each waiting append gets an error instead of waiting forever.
+            queue.pending.clear();
+        }
+    }
 }
 
 impl SqliteLedger {
@@ -100,15 +165,16 @@ impl SqliteLedger {
         )
         .map_err(err)?;
         Ok(SqliteLedger {
-            conn: Mutex::new(conn),
-            queue: Mutex::new(Vec::new()),
+            conn: Mutex::new(Db { conn, full_sync: Some(true) }),
+            queue: Mutex::new(AppendQueue::default()),
             location,
             acks_above_served: AtomicU64::new(0),
             last_ids_beyond_issued: AtomicU64::new(0),
+            append_commits: AtomicU64::new(0),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Db> {
         // A panic while holding the lock dropped its transaction (rolled back): the connection is usable.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -118,28 +184,66 @@ impl SqliteLedger {
         move |e| storage_error(&self.location, &what, e)
     }
 
-    /// Appends with group commit: queue the records, take the connection, commit everything queued.
-    pub(super) fn append_all(
-        &self,
+    /// Appends with group commit: the append joins the queue; when no committer is running, this call starts one
+    /// (on the blocking pool). The committer takes the connection, then everything queued by then, commits it in
+    /// one transaction (one sync), answers each append, and repeats until the queue is empty: the appends that
+    /// arrive while a commit syncs share the next one. Each append's answer is sent only after its commit.
+    pub(super) fn enqueue_append(
+        self: &Arc<Self>,
         records: Vec<RpUsageRecord>,
         key: Option<String>,
-        options: &LedgerOptions,
-    ) -> Result<RangeInclusive<i64>, UsageLedgerError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push((records, key, tx));
-        {
-            let mut conn = self.lock();
-            let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
-            if !batch.is_empty() {
-                self.commit_appends(&mut conn, batch, options);
-            }
+        options: LedgerOptions,
+    ) -> AppendResult {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.pending.push((records, key, tx));
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if start {
+            let ledger = Arc::clone(self);
+            // Not awaited: the appends wait for their answers; a panic drops them (each gets an error).
+            drop(tokio::task::spawn_blocking(move || ledger.commit_queued(&options)));
         }
-        // Our append was committed by us or by the holder of the connection before us.
-        rx.recv().unwrap_or_else(|_| Err(UsageLedgerError::Task("append was dropped before its commit".into())))
+        rx
+    }
+
+    /// The committer: commits the queued appends, group by group, until none is left.
+    fn commit_queued(&self, options: &LedgerOptions) {
+        let _guard = CommitterGuard(self);
+        let mut previous_group = 0;
+        loop {
+            // The connection first, then the queue: everything that arrived while the previous commit synced, or
+            // while a poll held the connection, goes into this commit.
+            let mut conn = self.lock();
+            // The appenders answered by the previous commit are being woken and will append again: give them a
+            // moment (a bounded number of yields, no sleep) to join this group rather than the next one.
+            for _ in 0..GATHER_YIELDS {
+                if self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending.len() >= previous_group {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            let batch = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.pending.is_empty() {
+                    queue.committing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            previous_group = batch.len();
+            self.commit_appends(&mut conn, batch, options);
+        }
+    }
+
+    /// Durable append transactions committed since the ledger was opened.
+    pub(super) fn append_commits(&self) -> u64 {
+        self.append_commits.load(Ordering::Relaxed)
     }
 
     /// Commits queued appends in one transaction and answers each.
-    fn commit_appends(&self, conn: &mut Connection, batch: Vec<PendingAppend>, options: &LedgerOptions) {
+    fn commit_appends(&self, conn: &mut Db, batch: Vec<PendingAppend>, options: &LedgerOptions) {
         let mut appends = Vec::with_capacity(batch.len());
         let mut senders = Vec::with_capacity(batch.len());
         for (records, key, sender) in batch {
@@ -174,12 +278,12 @@ impl SqliteLedger {
     #[allow(clippy::type_complexity)]
     fn insert_batches(
         &self,
-        conn: &mut Connection,
+        conn: &mut Db,
         batches: Vec<(Vec<RpUsageRecord>, Option<String>)>,
         options: &LedgerOptions,
     ) -> Result<Vec<Result<RangeInclusive<i64>, UsageLedgerError>>, UsageLedgerError> {
         let err = self.err("cannot append");
-        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
+        conn.synchronous(true).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let mut highest = read_value(&tx, "highest_issued").map_err(&err)?;
         let mut ranges = Vec::with_capacity(batches.len());
@@ -242,6 +346,7 @@ impl SqliteLedger {
         tx.execute("UPDATE wap_usage_ledger SET value = ?1 WHERE name = 'highest_issued'", params![highest])
             .map_err(&err)?;
         tx.commit().map_err(&err)?;
+        self.append_commits.fetch_add(1, Ordering::Relaxed);
         Ok(ranges)
     }
 
@@ -280,7 +385,7 @@ impl SqliteLedger {
     pub(super) fn advance_ids_past(&self, id: i64) -> Result<u64, UsageLedgerError> {
         let mut conn = self.lock();
         let err = self.err("cannot advance ids");
-        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
+        conn.synchronous(true).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let moved = Self::advance_in(&tx, id).map_err(|e| self.relocate(e))?;
         tx.commit().map_err(&err)?;
@@ -308,6 +413,7 @@ impl SqliteLedger {
             served_through: read_value(&conn, "served_through").map_err(&err)?,
             acknowledgements_above_served: self.acks_above_served.load(Ordering::Relaxed),
             last_ids_beyond_issued: self.last_ids_beyond_issued.load(Ordering::Relaxed),
+            append_commits: self.append_commits(),
         })
     }
 
@@ -345,7 +451,7 @@ impl SqliteLedger {
     pub(super) fn acknowledge(&self, up_to: i64) -> Result<u64, UsageLedgerError> {
         let mut conn = self.lock();
         let err = self.err("cannot acknowledge");
-        conn.execute_batch("PRAGMA synchronous = NORMAL;").map_err(&err)?;
+        conn.synchronous(false).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let removed = Self::acknowledge_in(&tx, up_to).map_err(&err)?;
         tx.commit().map_err(&err)?;
@@ -357,17 +463,22 @@ impl SqliteLedger {
 
     /// Records that a page up to `through` was handed to a collector (never lowers the mark).
     pub(super) fn mark_served(&self, through: i64) -> Result<(), UsageLedgerError> {
-        let conn = self.lock();
+        let mut conn = self.lock();
         let err = self.err("cannot record the served mark");
         // FULL: the mark is durable before the page leaves, so records renumbered later were really never sent.
-        conn.execute_batch("PRAGMA synchronous = FULL;").map_err(&err)?;
-        conn.execute(
+        conn.synchronous(true).map_err(&err)?;
+        Self::raise_served_in(&conn, through).map_err(&err)?;
+        Ok(())
+    }
+
+    /// Raises the served mark to `through` (never lowers it, never above the highest issued id).
+    fn raise_served_in(conn: &Connection, through: i64) -> rusqlite::Result<()> {
+        conn.prepare_cached(
             "UPDATE wap_usage_ledger
                 SET value = max(value, min(?1, (SELECT value FROM wap_usage_ledger WHERE name = 'highest_issued')))
               WHERE name = 'served_through'",
-            params![through],
-        )
-        .map_err(&err)?;
+        )?
+        .execute(params![through])?;
         Ok(())
     }
 
@@ -390,9 +501,13 @@ impl SqliteLedger {
         let highest = read_value(&conn, "highest_issued").map_err(&err)?;
         let served = read_value(&conn, "served_through").map_err(&err)?;
         let moves_ids = query.last_id.get().is_some_and(|last| last > highest || last > served);
-        // Moving ids is an append-like change (FULL); a plain acknowledgement is not (NORMAL, see the module docs).
-        let sync = if moves_ids { "PRAGMA synchronous = FULL;" } else { "PRAGMA synchronous = NORMAL;" };
-        conn.execute_batch(sync).map_err(&err)?;
+        let limit = (query.batch_size as usize).min(max_page);
+        // A page with records above the served mark raises the mark in this same transaction, before it leaves.
+        let raises_mark = limit > 0 && highest > served;
+        // Moving ids and raising the mark are append-like changes (FULL); a plain acknowledgement is not (NORMAL,
+        // see the module docs). One commit, so at most one sync per page.
+        let full = moves_ids || raises_mark;
+        conn.synchronous(full).map_err(&err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
         let highest = read_value(&tx, "highest_issued").map_err(&err)?;
         let mut poll = UsagePoll::new(UsagePage::empty(), highest);
@@ -427,9 +542,15 @@ impl SqliteLedger {
         }
         poll.highest_issued = read_value(&tx, "highest_issued").map_err(&err)?;
         poll.served_through = Some(read_value(&tx, "served_through").map_err(&err)?);
-        let limit = (query.batch_size as usize).min(max_page);
         if limit > 0 {
             poll.page = Self::records_after_in(&tx, poll.after, limit).map_err(&err)?;
+        }
+        let page_last = poll.page.entries().last().map(UsageEntry::event_id);
+        if let (Some(last), true) = (page_last, full) {
+            if last > poll.served_through.unwrap_or(0) {
+                Self::raise_served_in(&tx, last).map_err(&err)?;
+                poll.served_recorded_through = Some(last);
+            }
         }
         tx.commit().map_err(&err)?;
         if removed > 0 {
@@ -458,7 +579,8 @@ fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
 
 fn read_value(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     Ok(conn
-        .query_row("SELECT value FROM wap_usage_ledger WHERE name = ?1", params![name], |r| r.get(0))
+        .prepare_cached("SELECT value FROM wap_usage_ledger WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }
@@ -471,5 +593,74 @@ fn storage_error(location: &str, what: &str, e: rusqlite::Error) -> UsageLedgerE
         message: format!("{what}: {e}"),
         retryable,
         source: Some(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wap_types::{StringMap, WapDateTime};
+
+    fn record(gb: u32) -> RpUsageRecord {
+        RpUsageRecord {
+            subscription_id: "b4a1ea4d-1f3b-4a9f-9d85-1df14e3a5796".into(),
+            start_time: WapDateTime::parse("2015-06-02T08:00:00Z").unwrap(),
+            end_time: WapDateTime::parse("2015-06-02T09:00:00Z").unwrap(),
+            resources: [("StorageGB".to_owned(), gb.to_string())].into_iter().collect::<StringMap>(),
+            ..Default::default()
+        }
+    }
+
+    fn queued(ledger: &SqliteLedger) -> usize {
+        ledger.queue.lock().unwrap().pending.len()
+    }
+
+    /// Appends that arrive while the connection is busy (a sync in progress) share the next commit; a retried
+    /// key inside that same group stores once; everything is in the file after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_arriving_during_a_commit_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.db");
+        let ledger = Arc::new(SqliteLedger::open(&path).unwrap());
+        let options = LedgerOptions::default();
+        // The first append is committed alone.
+        let first = ledger.enqueue_append(vec![record(0)], None, options).await.unwrap().unwrap();
+        assert_eq!((first, ledger.append_commits()), (1..=1, 1));
+
+        // Hold the connection as a committing append would during its sync; 32 appends arrive meanwhile.
+        let held = ledger.lock();
+        let mut answers = Vec::new();
+        for i in 1..=32u32 {
+            // Appends 10 and 20 carry the same key: a retry that arrives before the first attempt committed.
+            let key = matches!(i, 10 | 20).then(|| "provider-record-7".to_owned());
+            answers.push(ledger.enqueue_append(vec![record(i)], key, options));
+        }
+        assert_eq!(queued(&ledger), 32, "nothing commits while the connection is held");
+        drop(held);
+        let mut ids = Vec::new();
+        for answer in answers {
+            ids.push(*answer.await.unwrap().unwrap().start());
+        }
+        assert_eq!(ledger.append_commits(), 2, "the 32 appends shared one commit");
+        assert_eq!(ids[9], ids[19], "the retried key got the first attempt's id");
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct, (2..=32).collect::<Vec<i64>>(), "31 records stored, ids consecutive");
+        // Later appends still commit (the committer ended, or picks them up).
+        assert_eq!(ledger.enqueue_append(vec![record(33)], None, options).await.unwrap().unwrap(), 33..=33);
+        drop(ledger);
+
+        let reopened = SqliteLedger::open(&path).unwrap();
+        let stats = reopened.stats().unwrap();
+        assert_eq!((stats.highest_issued, stats.pending), (33, 33));
+        let page = reopened.records_after(LastId::NONE, 100).unwrap();
+        let gb: Vec<String> = page
+            .entries()
+            .iter()
+            .map(|e| e.record().unwrap().resources.get_ignore_case("StorageGB").unwrap().to_owned())
+            .collect();
+        assert_eq!(gb.len(), 33);
+        assert!(!gb.contains(&"20".to_owned()), "the retry stored nothing");
     }
 }
