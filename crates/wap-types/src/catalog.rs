@@ -127,7 +127,7 @@ wire_object! {
     pub struct PlanAddonReference {
         /// `AddOnId`: the catalogue add-on id, the link's identifier. Never `null` on the wire
         /// (docs/protocol/usage-service.md §3.9), so not an `Option`, like `Id` and `SubscriptionID`; a record
-        /// without it reads as an empty id rather than failing its page (the `planAddons` shape is a guess, §2).
+        /// without it reads as an empty id rather than failing its page (the `planAddons` shape is a guess, docs/protocol/usage-service.md §2).
         add_on_id: String => "AddOnId";
         /// `AddOnInstanceId` (read also as `InstanceId`): the instance in a subscription, `null` at purchase.
         add_on_instance_id: Option<String> => "AddOnInstanceId" | "InstanceId";
